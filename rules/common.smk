@@ -1,0 +1,52 @@
+import json
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+DEMO_DIR = "resources/demo"
+DEFAULT_MODEL_DIR = "resources/models/smollm2-135m-instruct"
+DATASETS = sorted(config["datasets"])
+PREDICTIONS = sorted(config["predictions"])
+
+
+def check_references():
+    """Fail before any job runs when a config value names a data set that is not defined."""
+    refs = [("train_dataset", config["train_dataset"]), ("eval_dataset", config["eval_dataset"])]
+    refs += [(f"predictions.{n}.dataset", p["dataset"]) for n, p in config["predictions"].items()]
+    for key, name in refs:
+        if name not in config["datasets"]:
+            raise WorkflowError(
+                f"config key {key} names data set {name!r}, which is not under `datasets` "
+                f"(defined: {', '.join(DATASETS)}). Fix: add it to `datasets` or correct {key}."
+            )
+
+
+check_references()
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS) or "NONE",
+    name="[A-Za-z0-9_-]+",
+
+
+def as_json(value):
+    """Serialise a config value for a rule's params (sorted keys, so equal values compare equal)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def dataset_inputs(wildcards):
+    """Files a data set is read from (Snakemake builds the demo ones)."""
+    entry = config["datasets"][wildcards.dataset]
+    files = {"data": entry["path"]}
+    if entry.get("tables"):
+        files["tables"] = entry["tables"]
+    return files
+
+
+def data_dir(dataset):
+    return f"results/data/{dataset}"

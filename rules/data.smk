@@ -1,0 +1,40 @@
+rule demo_data:
+    output:
+        train=f"{DEMO_DIR}/train.json",
+        dev=f"{DEMO_DIR}/dev.json",
+        tables=f"{DEMO_DIR}/tables.json",
+        databases=directory(f"{DEMO_DIR}/database"),
+    params:
+        seed=config["demo"]["seed"],
+    log:
+        "results/logs/demo_data.log",
+    benchmark:
+        "results/benchmarks/demo_data.tsv"
+    shell:
+        "python -m workflow_scripts.demo_data --out {DEMO_DIR} --seed {params.seed} > {log} 2>&1"
+
+
+rule ingest:
+    input:
+        unpack(dataset_inputs),
+    output:
+        examples="results/data/{dataset}/examples.parquet",
+        gold="results/data/{dataset}/gold.parquet",
+        excluded="results/data/{dataset}/excluded.parquet",
+        schema="results/data/{dataset}/schema.parquet",
+        summary="results/data/{dataset}/summary.json",
+    params:
+        dataset=lambda w: as_json(config["datasets"][w.dataset]),
+        missing_db=config["ingest"]["missing_db"],
+        sandbox=as_json(config["sandbox"]),
+        keep_distinct="--keep-distinct" if config["matching"]["keep_distinct"] else "",
+        out_dir=lambda w: data_dir(w.dataset),
+    threads: config["sandbox"]["workers"]
+    log:
+        "results/logs/ingest/{dataset}.log",
+    benchmark:
+        "results/benchmarks/ingest/{dataset}.tsv"
+    shell:
+        "python -m workflow_scripts.stages.ingest --name {wildcards.dataset} --dataset {params.dataset:q}"
+        " --missing-db {params.missing_db} --sandbox {params.sandbox:q} {params.keep_distinct}"
+        " --out-dir {params.out_dir} > {log} 2>&1"

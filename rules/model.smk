@@ -1,0 +1,9 @@
+rule default_model:
+    output:
+        directory(DEFAULT_MODEL_DIR),
+    log:
+        "results/logs/default_model.log",
+    benchmark:
+        "results/benchmarks/default_model.tsv"
+    shell:
+        "python -m workflow_scripts.model --out {output} > {log} 2>&1"

@@ -1,0 +1,70 @@
+"""Shared fixtures: small real SQLite databases, the demo data set and the real default model."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO / "resources" / "models" / "smollm2-135m-instruct"
+
+
+def make_concert_db(path: Path) -> Path:
+    """Create a small two-table SQLite database with a foreign key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER);
+        CREATE TABLE concert (concert_id INTEGER PRIMARY KEY, singer_id INTEGER, year INTEGER, venue TEXT,
+                              FOREIGN KEY (singer_id) REFERENCES singer(singer_id));
+        """
+    )
+    singers = [(i, f"Singer {i}", ["France", "Peru", "Japan"][i % 3], 20 + i) for i in range(1, 21)]
+    conn.executemany("INSERT INTO singer VALUES (?, ?, ?, ?)", singers)
+    concerts = [(i, 1 + i % 20, 2010 + i % 6, f"Hall {i % 4}") for i in range(1, 41)]
+    conn.executemany("INSERT INTO concert VALUES (?, ?, ?, ?)", concerts)
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.fixture
+def concert_root(tmp_path: Path) -> Path:
+    """A db_root with databases `concert` ({root}/concert/concert.sqlite) and `flat` ({root}/flat.sqlite)."""
+    root = tmp_path / "db"
+    make_concert_db(root / "concert" / "concert.sqlite")
+    make_concert_db(root / "flat.sqlite")
+    return root
+
+
+def write_json(path: Path, obj) -> Path:
+    path.write_text(json.dumps(obj))
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded demo data set, built once per test session."""
+    from workflow_scripts.demo_data import build_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    build_demo(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real default model: the converted one of a previous main run, else fetched and converted now."""
+    from workflow_scripts.model import prepare_default_model
+
+    override = os.environ.get("TEXT2SQL_TEST_MODEL")
+    if override:
+        return Path(override)
+    if (DEFAULT_MODEL / "SOURCE.json").is_file():
+        return DEFAULT_MODEL
+    return prepare_default_model(tmp_path_factory.mktemp("model") / "smollm2-135m-instruct")

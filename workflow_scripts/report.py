@@ -1,0 +1,180 @@
+"""The final report: one self-contained HTML page (tables and plots embedded) built from stage outputs."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on cluster nodes
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from workflow_scripts import __version__  # noqa: E402
+from workflow_scripts.artifacts import write_text  # noqa: E402
+from workflow_scripts.errors import run_cli  # noqa: E402
+from workflow_scripts.model import describe_model  # noqa: E402
+
+CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto;
+       max-width: 72rem; color: #1f2933; line-height: 1.45; padding: 0 1rem; }
+h1 { font-size: 1.7rem; margin-bottom: .2rem; } h2 { border-bottom: 2px solid #e4e7eb; padding-bottom: .2rem;
+margin-top: 2.2rem; } .meta { color: #616e7c; font-size: .9rem; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .92rem; }
+th, td { padding: .3rem .7rem; border-bottom: 1px solid #e4e7eb; text-align: right; }
+th { background: #f5f7fa; } td:first-child, th:first-child { text-align: left; }
+td.text { text-align: left; font-family: ui-monospace, monospace; font-size: .82rem; max-width: 40rem; }
+.note { background: #f0f4f8; border-left: 4px solid #9fb3c8; padding: .5rem .9rem; margin: .8rem 0; }
+nav a { margin-right: 1rem; } img { max-width: 100%; }
+"""
+
+PALETTE = {"usable": "#3e7cb1", "gold failed": "#e0a458", "skipped (no database)": "#c0c6cc"}
+
+
+def figure_html(fig: plt.Figure, alt: str) -> str:
+    """Return an <img> tag with the figure embedded as a PNG data URI."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def table_html(df: pd.DataFrame, text_columns: tuple[str, ...] = ()) -> str:
+    """Return `df` as an HTML table; `text_columns` are shown left-aligned in monospace."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = []
+    for row in df.itertuples(index=False):
+        cells = []
+        for col, value in zip(df.columns, row, strict=True):
+            cls = ' class="text"' if col in text_columns else ""
+            shown = "" if value is None or (isinstance(value, float) and pd.isna(value)) else value
+            if isinstance(shown, float):
+                shown = f"{shown:.3f}"
+            cells.append(f"<td{cls}>{html.escape(str(shown))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def section(anchor: str, title: str, body: str) -> str:
+    """Return one report section."""
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+def datasets_section(data_dirs: dict[str, Path]) -> str:
+    """Data sets: examples, databases, gold executability and skipped examples."""
+    summaries = [json.loads((d / "summary.json").read_text()) for d in data_dirs.values()]
+    table = pd.DataFrame(
+        [
+            {
+                "data set": s["dataset"],
+                "records": s["records"],
+                "usable": s["usable"],
+                "databases": s["databases"],
+                "tables": s["tables"],
+                "gold executable": f"{s['usable'] / max(1, s['records'] - s['skipped_missing_db']):.1%}",
+                "gold failed": s["gold_failed"] + s["gold_truncated"],
+                "skipped (no database)": s["skipped_missing_db"],
+                "gold empty results": s["gold_empty_results"],
+            }
+            for s in summaries
+        ]
+    )
+
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.5 * len(summaries)))
+    left = pd.Series(0, index=table.index)
+    for label in PALETTE:
+        values = table["usable"] if label == "usable" else table[label]
+        ax.barh(table["data set"], values, left=left, color=PALETTE[label], label=label)
+        left = left + values
+    ax.set_xlabel("examples")
+    ax.legend(loc="lower right", frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+
+    excluded = pd.concat(
+        [pd.read_parquet(d / "excluded.parquet").assign(dataset=n) for n, d in data_dirs.items()],
+        ignore_index=True,
+    )
+    body = table_html(table) + figure_html(fig, "examples per data set")
+    body += (
+        '<p class="note">Gold SQL is executed once in the sandbox and cached. Examples whose gold SQL '
+        "fails, and examples whose database file is missing, are excluded and never scored.</p>"
+    )
+    if len(excluded):
+        shown = excluded[["dataset", "id", "db_id", "reason", "error_message", "gold_sql"]].head(30)
+        body += f"<h3>Excluded examples ({len(excluded)})</h3>" + table_html(
+            shown, text_columns=("error_message", "gold_sql")
+        )
+    return section("data", "Data sets", body)
+
+
+def model_section(model_dir: Path) -> str:
+    """The base model, read from its directory."""
+    info = describe_model(model_dir)
+    rows = pd.DataFrame([{"key": k, "value": v} for k, v in info.items()])
+    return section("model", "Base model", table_html(rows))
+
+
+def predictions_section(pred_dirs: dict[str, Path]) -> str:
+    """External predictions scored by the workflow."""
+    rows = []
+    for name, d in pred_dirs.items():
+        s = json.loads((d / "summary.json").read_text())
+        rows.append(
+            {
+                "predictions": name,
+                "EX": s["ex"],
+                "scored": s["scored"],
+                "executable": s["executable"],
+                "skipped": s["skipped_missing_db"],
+                "gold failed": s["gold_failed"],
+            }
+        )
+    return section("predictions", "External predictions", table_html(pd.DataFrame(rows)))
+
+
+def build_report(title: str, sections: list[tuple[str, str, str]]) -> str:
+    """Return the whole HTML page from (anchor, title, html) sections."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in sections)
+    body = "".join(s for _, _, s in sections)
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        f'<p class="meta">workflow_scripts {__version__} · built {stamp}</p><nav>{nav}</nav>{body}'
+        "</body></html>\n"
+    )
+
+
+def _named_dirs(values: list[str]) -> dict[str, Path]:
+    return {v.split("=", 1)[0]: Path(v.split("=", 1)[1]) for v in values}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--title", default="Text-to-SQL post-training report")
+    parser.add_argument("--dataset", action="append", default=[], metavar="NAME=DIR")
+    parser.add_argument("--prediction", action="append", default=[], metavar="NAME=DIR")
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    sections = [
+        ("data", "Data sets", datasets_section(_named_dirs(args.dataset))),
+        ("model", "Base model", model_section(args.model)),
+    ]
+    if args.prediction:
+        sections.append(
+            ("predictions", "External predictions", predictions_section(_named_dirs(args.prediction)))
+        )
+    write_text(build_report(args.title, sections), args.out)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,1 @@
+"""Entry points that Snakemake rules call: parse arguments, do I/O, call the library."""
