@@ -318,6 +318,14 @@ def test_heap_limit_stops_a_memory_hungry_query(db: Path) -> None:
         assert_serves(small, db)
 
 
+def test_oversized_results_are_refused(db: Path) -> None:
+    with Sandbox(timeout_s=5.0, max_result_mb=1) as small:
+        big = small.execute(db, "SELECT hex(zeroblob(200000)) FROM song LIMIT 5")
+        assert (big.status, big.error_class) == ("error", "too_large") and "MiB" in big.error_message
+        fits = small.execute(db, "SELECT hex(zeroblob(200000)) FROM song LIMIT 2")
+        assert fits.ok and len(fits.rows) == 2 and len(fits.rows[1][0]) == 400000
+
+
 def test_guard_kills_a_query_the_progress_handler_cannot_stop(db: Path) -> None:
     with Sandbox(timeout_s=TIMEOUT, grace_s=GRACE, progress_every=0) as guarded:
         pid = guarded.worker_pids()[0]
@@ -343,6 +351,7 @@ def test_execute_many_keeps_job_order_across_databases_and_workers(dbdir: Path) 
     with Sandbox(workers=2, timeout_s=TIMEOUT, chunk_size=4) as pool:
         results = pool.execute_many(jobs, progress="test")
         assert len(set(pool.worker_pids())) == 2
+        assert pool.execute_many([]) == []
     assert len(results) == len(jobs)
     for i, r in enumerate(results):
         if i % 3 == 2:

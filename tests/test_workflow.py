@@ -145,3 +145,21 @@ def test_external_predictions_are_scored_inside_the_workflow(workdir: Path):
         assert "External predictions" in (workdir / "results" / "report" / "index.html").read_text()
     finally:
         (workdir / "config.yaml").write_text(original)
+
+
+def test_bad_dataset_fails_with_one_clear_message_and_no_output(workdir: Path):
+    bad = workdir / "bad.jsonl"
+    bad.write_text('{"db_id": "flights", "question": "q", "query": "SELECT 1"}\n{"db_id": "flights", oops}\n')
+    original = (workdir / "config.yaml").read_text()
+    out = workdir / "results" / "data" / "demo_dev"
+    try:
+        set_config(workdir, **{"datasets.demo_dev.path": str(bad)})
+        done = snakemake(workdir, check=False)
+        assert done.returncode != 0
+        assert f"error: {bad}: malformed JSON on line 2" in done.stdout + done.stderr
+        assert "Traceback" not in (workdir / "results" / "logs" / "ingest" / "demo_dev.log").read_text()
+        assert not any(out.glob("*.parquet")) and not (out / "summary.json").exists()
+    finally:
+        (workdir / "config.yaml").write_text(original)
+    snakemake(workdir)
+    assert planned_rules(workdir) == []

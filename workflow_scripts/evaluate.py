@@ -84,6 +84,8 @@ def evaluate(
             "gold_sql": excluded["gold_sql"],
             "pred_sql": [predictions[p] for p in excluded["position"]],
             "verdict": excluded["reason"].map(EXCLUDED_VERDICTS),
+            "error_class": excluded.get("error_class"),
+            "error_message": excluded.get("error_message"),
             "correct": False,
         }
     )
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     settings = MatchSettings(keep_distinct=args.keep_distinct)
-    sandbox_cfg = {"workers": 2, **json.loads(args.sandbox)}
+    sandbox_cfg = {"workers": 2, "max_rows": 100_000, **json.loads(args.sandbox)}
     with Sandbox(**sandbox_cfg) as sandbox:
         if args.ingested is not None:
             examples, gold, excluded, n_records = load_ingested(args.ingested)

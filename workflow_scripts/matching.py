@@ -52,6 +52,8 @@ def remove_distinct(sql: str) -> str:
     quoted identifiers and comments are single tokens there, so they are kept. Deviation: the
     official code keeps only the first statement of a multi-statement string.
     """
+    if "distinct" not in sql.lower():
+        return sql
     try:
         tokens = _SQLITE.tokenize(sql)
     except Exception:

@@ -476,7 +476,7 @@ class Sandbox:
     ``max_rows`` the rows kept; ``heap_limit_mb`` SQLite's heap per worker; ``max_result_mb`` one
     pickled result. ``chunk_size`` queries travel to a worker per message. ``progress_every`` is
     the number of VM instructions between in-worker deadline checks (0 leaves only the guard).
-    Not for concurrent use from several threads (calls are serialized).
+    Calls from several threads are serialized. Use as a context manager or call :meth:`close`.
     """
 
     def __init__(
@@ -593,6 +593,7 @@ class _Run:
         self.paths, self.sqls, self.results, self.queue = paths, sqls, results, queue
         self.timeout_s, self.max_rows, self.bar = timeout_s, max_rows, bar
         self.deaths: dict[int, int] = {}
+        self.received: list[tuple[int, bytes]] = []
 
     def _set(self, pos: int, result: ExecResult) -> None:
         if self.results[pos] is None:
@@ -618,15 +619,21 @@ class _Run:
         assert slot.conn is not None
         try:
             while slot.conn.poll():
-                for pos, blob in slot.conn.recv():
-                    self._set(pos, ExecResult(*pickle.loads(blob)))
-                    slot.pending.discard(pos)
+                batch = slot.conn.recv()
+                self.received += batch
+                slot.pending.difference_update(pos for pos, _ in batch)
         except (EOFError, OSError):
             return False
         return True
 
+    def _unpack(self) -> None:
+        # done after dispatching, so that an idle worker does not wait for it
+        for pos, blob in self.received:
+            self._set(pos, ExecResult(*pickle.loads(blob)))
+        self.received = []
+
     def _requeue(self, slot: _Slot) -> None:
-        rest = sorted((p for p in slot.pending if self.results[p] is None), key=self.paths.__getitem__)
+        rest = sorted(slot.pending, key=self.paths.__getitem__)
         slot.pending = set()
         if rest:
             self.queue.appendleft(rest)
@@ -678,6 +685,7 @@ class _Run:
             for slot in slots:
                 if not slot.pending and self.queue:
                     self._dispatch(slot, self.queue.popleft())
+            self._unpack()
             busy = [s for s in slots if s.pending]
             if not busy:
                 return

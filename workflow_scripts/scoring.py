@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from workflow_scripts.matching import order_matters, remove_distinct, results_match, verdict
+from workflow_scripts.matching import order_matters, prepare_sql, verdict
 from workflow_scripts.sandbox import ExecResult, Sandbox, decode_rows, encode_rows
 
 GOLD_COLUMNS = ["id", "columns", "rows", "n_rows", "order_matters", "elapsed_s"]
@@ -21,7 +21,7 @@ class MatchSettings:
 
     def prepare(self, sql: str) -> str:
         """Return the SQL that is actually executed for comparison."""
-        return sql if self.keep_distinct else remove_distinct(sql)
+        return prepare_sql(sql, keep_distinct=self.keep_distinct)
 
 
 def execute_gold(
@@ -75,12 +75,6 @@ def gold_result(gold_row: pd.Series | dict) -> ExecResult:
     )
 
 
-def score(gold: ExecResult, pred: ExecResult, gold_order_matters: bool) -> tuple[str, bool]:
-    """Return (verdict, correct) of a predicted result against the gold result."""
-    v = verdict(gold, pred, order_matters=gold_order_matters)
-    return v, v == "correct"
-
-
 def score_predictions(
     examples: pd.DataFrame,
     gold: pd.DataFrame,
@@ -99,7 +93,7 @@ def score_predictions(
     results = sandbox.execute_many(jobs, progress=progress or False)
     rows = []
     for row, result in zip(merged.to_dict("records"), results, strict=True):
-        v, _ = score(gold_result(row), result, row["order_matters"])
+        v = verdict(gold_result(row), result, order_matters=row["order_matters"])
         rows.append(
             {
                 "id": row["id"],
@@ -118,6 +112,3 @@ def score_predictions(
             }
         )
     return pd.DataFrame(rows)
-
-
-__all__ = ["MatchSettings", "execute_gold", "gold_result", "results_match", "score", "score_predictions"]
