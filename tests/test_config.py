@@ -1,0 +1,67 @@
+"""The config schema: every key is documented, the shipped config is valid, bad values are rejected."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from tests.conftest import REPO
+
+SCHEMA = REPO / "schemas" / "config.schema.yaml"
+
+
+def schema_keys(node: dict, prefix: str = "") -> Iterator[tuple[str, dict]]:
+    """Yield (dotted key, schema) for every property; `NAME` stands for user-chosen names."""
+    for key, sub in node.get("properties", {}).items():
+        path = f"{prefix}.{key}" if prefix else key
+        yield path, sub
+        yield from schema_keys(sub, path)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        yield from schema_keys(extra, f"{prefix}.NAME" if prefix else "NAME")
+
+
+def load_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_every_key_has_a_description_and_a_readme_entry():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    readme = (REPO / "README.md").read_text()
+    keys = list(schema_keys(schema))
+    assert len(keys) > 15
+    for key, sub in keys:
+        assert sub.get("description"), f"{key} has no description in the schema"
+        if "properties" not in sub:  # leaves (and mappings of user-named entries) are listed in the README
+            assert f"`{key}`" in readme, f"{key} is not documented in the README"
+
+
+def test_shipped_config_is_valid():
+    validate(load_config(), str(SCHEMA))
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value"),
+    [
+        ("ingest.missing_db", "ignore"),
+        ("sandbox.timeout_s", 0),
+        ("sandbox.workers", 1.5),
+        ("matching.keep_distinct", "no"),
+        ("datasets.demo_dev.limit", 0),
+        ("datasets.demo_dev.unknown", 1),
+        ("model.path", ""),
+    ],
+)
+def test_invalid_values_are_rejected(dotted: str, value):
+    config = load_config()
+    node = config
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    with pytest.raises(WorkflowError):
+        validate(config, str(SCHEMA))
