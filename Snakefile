@@ -7,6 +7,7 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
+include: "rules/rollout.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 

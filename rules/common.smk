@@ -18,6 +18,7 @@ def check_references():
     """Fail before any job runs when a config value names a data set that is not defined."""
     refs = [("train_dataset", config["train_dataset"]), ("eval_dataset", config["eval_dataset"])]
     refs += [(f"predictions.{n}.dataset", p["dataset"]) for n, p in config["predictions"].items()]
+    refs += [(f"runs.{n}.dataset", r["dataset"]) for n, r in config["runs"].items()]
     for key, name in refs:
         if name not in config["datasets"]:
             raise WorkflowError(
@@ -32,6 +33,8 @@ check_references()
 wildcard_constraints:
     dataset="|".join(DATASETS) or "NONE",
     name="[A-Za-z0-9_-]+",
+    run="[A-Za-z0-9_-]+",
+    shard=r"\d+",
 
 
 def as_json(value):
@@ -50,3 +53,20 @@ def dataset_inputs(wildcards):
 
 def data_dir(dataset):
     return f"results/data/{dataset}"
+
+
+RUNS = sorted(config["runs"])
+
+
+def run_settings(run):
+    """A rollout run's settings: the `rollout` defaults overridden by the run's own keys."""
+    entry = config["runs"][run]
+    settings = {**config["rollout"], **entry}
+    settings["vllm"] = {**config["rollout"]["vllm"], **entry.get("vllm", {})}
+    settings["model"] = entry.get("model", config["model"]["path"])
+    settings["adapter"] = entry.get("adapter")
+    return settings
+
+
+def run_shards(run):
+    return [f"results/rollouts/{run}/shards/{i}.parquet" for i in range(run_settings(run)["shards"])]

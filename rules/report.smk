@@ -3,6 +3,8 @@ rule report:
         datasets=expand("results/data/{dataset}/summary.json", dataset=DATASETS),
         excluded=expand("results/data/{dataset}/excluded.parquet", dataset=DATASETS),
         model=config["model"]["path"],
+        rollouts=expand("results/rollouts/{run}/summary.json", run=RUNS),
+        retrieval=f"results/retrieval/{config['eval_dataset']}/recall.parquet",
         predictions=expand("results/predictions/{name}/summary.json", name=PREDICTIONS),
     output:
         "results/report/index.html",
@@ -10,10 +12,12 @@ rule report:
         title=config["report"]["title"],
         datasets=" ".join(f"--dataset {d}={data_dir(d)}" for d in DATASETS),
         predictions=" ".join(f"--prediction {n}=results/predictions/{n}" for n in PREDICTIONS),
+        rollouts=" ".join(f"--rollout {r}=results/rollouts/{r}" for r in RUNS),
     log:
         "results/logs/report.log",
     benchmark:
         "results/benchmarks/report.tsv"
     shell:
         "python -m workflow_scripts.report --title {params.title:q} {params.datasets} {params.predictions}"
+        " {params.rollouts} --retrieval {input.retrieval}"
         " --model {input.model} --out {output} > {log} 2>&1"

@@ -121,6 +121,119 @@ def model_section(model_dir: Path) -> str:
     return section("model", "Base model", table_html(rows))
 
 
+VERDICT_COLORS = {
+    "wrong_result": "#e0a458", "wrong_row_count": "#f2c57c", "empty_result": "#c0c6cc",
+    "syntax_error": "#b23a48",
+    "no_such_column": "#d1495b", "no_such_table": "#8c2f39", "ambiguous_column": "#edae49",
+    "timeout": "#5c5470", "empty_query": "#7d8597",
+}  # fmt: skip
+
+
+def rollout_metrics_table(summaries: dict[str, dict]) -> pd.DataFrame:
+    """One row of headline metrics per rollout run."""
+    return pd.DataFrame([{
+        "run": name, "data set": s["dataset"], "turns": s["max_turns"],
+        "feedback": f"{s['feedback_mode']} / {s['feedback_detail']}" if s["max_turns"] > 1 else "-",
+        "samples": s["num_samples"], "first-turn EX": s["first_turn_ex"], "final EX": s["final_ex"],
+        "executable (first)": s["first_turn_executable"], "executable (final)": s["final_executable"],
+        "schema-valid": s["schema_valid"], "repair SR": s["repair_success_rate"],
+        "repairs": s["repair_attempted"], "tokens": s["generated_tokens"],
+    } for name, s in summaries.items()])  # fmt: skip
+
+
+def errors_by_turn_figure(trajectories: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Stacked bars: failing candidates by verdict at each turn, one panel per run."""
+    fig, axes = plt.subplots(1, len(trajectories), figsize=(4.2 * len(trajectories), 3.2), squeeze=False)
+    for ax, (name, t) in zip(axes[0], trajectories.items(), strict=True):
+        counts = t[~t["correct"]].groupby(["turn", "verdict"]).size().unstack(fill_value=0)
+        counts = counts.reindex(range(1, int(t["turn"].max()) + 1), fill_value=0)
+        bottom = pd.Series(0, index=counts.index)
+        for verdict in counts.columns:
+            ax.bar(
+                counts.index,
+                counts[verdict],
+                bottom=bottom,
+                label=verdict,
+                color=VERDICT_COLORS.get(verdict, "#9aa5b1"),
+            )
+            bottom += counts[verdict]
+        correct = t[t["correct"]].groupby("turn").size().reindex(counts.index, fill_value=0)
+        ax.bar(counts.index, correct, bottom=bottom, color="#3e7cb1", label="correct")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("turn")
+        ax.set_xticks(list(counts.index))
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0][0].set_ylabel("candidates")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(
+        handles.values(),
+        handles.keys(),
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        frameon=False,
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def repair_examples(trajectories: pd.DataFrame, limit: int = 6) -> pd.DataFrame:
+    """Trajectories that a repair turned from wrong to correct, with the first and the repaired SQL."""
+    t = trajectories
+    fixed = t[(t["turn"] > 1) & t["correct"]].drop_duplicates(["example_id", "sample"]).head(limit)
+    rows = []
+    for row in fixed.itertuples(index=False):
+        first = t[(t["example_id"] == row.example_id) & (t["sample"] == row.sample) & (t["turn"] == 1)].iloc[
+            0
+        ]
+        question = (
+            json.loads(first["prompt"])[-1]["content"].rsplit("Question: ", 1)[-1].removesuffix("\nSQL:")
+        )
+        rows.append(
+            {
+                "question": question,
+                "first SQL": first["sql"],
+                "verdict": first["verdict"],
+                "repaired SQL": row.sql,
+                "turn": row.turn,
+            }
+        )
+    return pd.DataFrame(rows, columns=["question", "first SQL", "verdict", "repaired SQL", "turn"])
+
+
+def rollout_section(run_dirs: dict[str, Path], recall_file: Path | None) -> str:
+    """Rollouts: metrics per run, failures by turn, repairs that worked, retrieval recall."""
+    summaries = {n: json.loads((d / "summary.json").read_text()) for n, d in run_dirs.items()}
+    trajectories = {n: pd.read_parquet(d / "trajectories.parquet") for n, d in run_dirs.items()}
+    body = table_html(rollout_metrics_table(summaries))
+    body += (
+        '<p class="note">EX is at example level (any sample correct). Repair SR is the share of repaired '
+        "trajectories that end correct. Feedback <code>execution</code> uses only what an executor sees "
+        "(deployable); <code>result_status</code> also says whether the result matches gold.</p>"
+    )
+    body += "<h3>Failures by turn</h3>" + figure_html(errors_by_turn_figure(trajectories), "failures by turn")
+    for name, t in trajectories.items():
+        fixed = repair_examples(t)
+        if len(fixed):
+            body += f"<h3>Repairs that worked ({name})</h3>" + table_html(
+                fixed, text_columns=("question", "first SQL", "repaired SQL")
+            )
+    if recall_file is not None:
+        recall = pd.read_parquet(recall_file)
+        by_mode = (
+            recall.groupby("mode", sort=False)
+            .agg(
+                recall=("recall", "mean"),
+                all_gold_tables=("all_gold_found", "mean"),
+                tables_shown=("selected", "mean"),
+                tables_in_db=("tables", "mean"),
+            )
+            .reset_index()
+        )
+        body += "<h3>Schema retrieval: gold-table recall</h3>" + table_html(by_mode)
+    return section("rollout", "Rollouts", body)
+
+
 def predictions_section(pred_dirs: dict[str, Path]) -> str:
     """External predictions scored by the workflow."""
     rows = []
@@ -161,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--title", default="Text-to-SQL post-training report")
     parser.add_argument("--dataset", action="append", default=[], metavar="NAME=DIR")
     parser.add_argument("--prediction", action="append", default=[], metavar="NAME=DIR")
+    parser.add_argument("--rollout", action="append", default=[], metavar="NAME=DIR")
+    parser.add_argument("--retrieval", type=Path, help="retrieval recall Parquet of the eval data set")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -169,6 +284,8 @@ def main(argv: list[str] | None = None) -> None:
         ("data", "Data sets", datasets_section(_named_dirs(args.dataset))),
         ("model", "Base model", model_section(args.model)),
     ]
+    if args.rollout:
+        sections.append(("rollout", "Rollouts", rollout_section(_named_dirs(args.rollout), args.retrieval)))
     if args.prediction:
         sections.append(
             ("predictions", "External predictions", predictions_section(_named_dirs(args.prediction)))

@@ -1,0 +1,72 @@
+def rollout_model_inputs(wildcards):
+    """The model (and adapter) directories a run reads, so Snakemake builds the default model first."""
+    run = run_settings(wildcards.run)
+    files = {"model": run["model"]}
+    if run["adapter"]:
+        files["adapter"] = run["adapter"]
+    return files
+
+
+rule rollout_shard:
+    input:
+        unpack(rollout_model_inputs),
+        examples=lambda w: f"{data_dir(run_settings(w.run)['dataset'])}/examples.parquet",
+        gold=lambda w: f"{data_dir(run_settings(w.run)['dataset'])}/gold.parquet",
+        schema=lambda w: f"{data_dir(run_settings(w.run)['dataset'])}/schema.parquet",
+    output:
+        "results/rollouts/{run}/shards/{shard}.parquet",
+    params:
+        settings=lambda w: as_json(run_settings(w.run)),
+        data_dir=lambda w: data_dir(run_settings(w.run)["dataset"]),
+        sandbox=as_json(config["sandbox"]),
+        keep_distinct="--keep-distinct" if config["matching"]["keep_distinct"] else "",
+    threads: lambda w: run_settings(w.run)["threads"]
+    resources:
+        gpu=lambda w: run_settings(w.run)["gpus"],
+        mem_mb=8000,
+    log:
+        "results/logs/rollout/{run}/shard_{shard}.log",
+    benchmark:
+        "results/benchmarks/rollout/{run}/shard_{shard}.tsv"
+    shell:
+        "python -m workflow_scripts.stages.rollout shard --run {wildcards.run} --settings {params.settings:q}"
+        " --data-dir {params.data_dir} --shard {wildcards.shard} --sandbox {params.sandbox:q}"
+        " {params.keep_distinct} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule rollout_gather:
+    input:
+        lambda w: run_shards(w.run),
+    output:
+        trajectories="results/rollouts/{run}/trajectories.parquet",
+        grpo="results/rollouts/{run}/grpo_rollouts.parquet",
+        summary="results/rollouts/{run}/summary.json",
+    params:
+        settings=lambda w: as_json(run_settings(w.run)),
+    log:
+        "results/logs/rollout/{run}/gather.log",
+    benchmark:
+        "results/benchmarks/rollout/{run}/gather.tsv"
+    shell:
+        "python -m workflow_scripts.stages.rollout gather --run {wildcards.run} --settings {params.settings:q}"
+        " --out-dir results/rollouts/{wildcards.run} {input} > {log} 2>&1"
+
+
+rule retrieval_recall:
+    input:
+        examples="results/data/{dataset}/examples.parquet",
+        schema="results/data/{dataset}/schema.parquet",
+    output:
+        "results/retrieval/{dataset}/recall.parquet",
+    params:
+        top_k=config["rollout"]["top_k_tables"],
+        fk_hops=config["rollout"]["fk_hops"],
+        cell_values=config["rollout"]["cell_values"],
+        data_dir=lambda w: data_dir(w.dataset),
+    log:
+        "results/logs/retrieval/{dataset}.log",
+    benchmark:
+        "results/benchmarks/retrieval/{dataset}.tsv"
+    shell:
+        "python -m workflow_scripts.stages.retrieval --data-dir {params.data_dir} --top-k {params.top_k}"
+        " --fk-hops {params.fk_hops} --cell-values {params.cell_values} --out {output} > {log} 2>&1"

@@ -1,0 +1,350 @@
+"""Execution-guided rollouts: prompt → generate → execute → feedback → repair, for up to `max_turns`.
+
+Turns are synchronous: turn t generates for every still-failing trajectory at once, so a backend sees
+large batches. A trajectory is one first-turn sample; at each repair turn it gets `repair_samples` candidates
+from the same repair prompt and goes on from the first correct one (else the first one).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from workflow_scripts.feedback import GoldShape, feedback_text, needs_repair
+from workflow_scripts.generation import Backend, SamplingConfig, extract_sql
+from workflow_scripts.matching import verdict as match_verdict
+from workflow_scripts.retrieval import (
+    Table,
+    gold_tables,
+    load_tables,
+    schema_prompt,
+    select_tables,
+    table_recall,
+)
+from workflow_scripts.sandbox import ExecResult, Sandbox
+from workflow_scripts.scoring import MatchSettings, gold_result
+
+SYSTEM_PROMPT = (
+    "You are an expert in SQLite. Given a database schema and a question, write one SQLite query that "
+    "answers the question. Reply with the SQL query only."
+)
+SCHEMA_ERROR_CLASSES = frozenset({"syntax_error", "no_such_table", "no_such_column", "ambiguous_column"})
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """One rollout run's settings (see `runs` and `rollout` in config.yaml)."""
+
+    schema_mode: str = "bm25_fk"
+    top_k_tables: int = 4
+    fk_hops: int = 1
+    cell_values: int = 0
+    max_turns: int = 1
+    feedback_mode: str = "execution"
+    feedback_detail: str = "column"
+    repair_samples: int = 1
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+@dataclass(frozen=True)
+class PreparedExample:
+    """An example with its retrieved schema and first-turn prompt."""
+
+    id: str
+    db_id: str
+    db_path: str
+    question: str
+    gold: ExecResult
+    order_matters: bool
+    shown: list[Table]
+    all_tables: list[Table]
+    selected_tables: list[str]
+    gold_tables: list[str]
+    table_recall: float | None
+    prompt: Messages
+
+
+def first_prompt(schema_text: str, question: str) -> Messages:
+    """Return the first-turn chat prompt."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Database schema:\n{schema_text}\n\nQuestion: {question}\nSQL:"},
+    ]
+
+
+def repair_prompt(first: Messages, previous_sql: str, feedback: str) -> Messages:
+    """Return the repair prompt: the first prompt, the failed SQL and the feedback on it."""
+    return [*first, {"role": "assistant", "content": previous_sql}, {"role": "user", "content": feedback}]
+
+
+def rule_reward(turn: int, max_turns: int, correct: bool, executable: bool) -> float:
+    """Rule reward of one candidate.
+
+    1.0 correct at turn 1; 0.7 − 0.1·(turn − 2) correct at a repair turn; −0.5 wrong at the last allowed
+    turn; otherwise 0.2 executable but wrong, −0.2 an execution (syntax/schema/runtime) error.
+    """
+    if correct:
+        return 1.0 if turn == 1 else round(0.7 - 0.1 * (turn - 2), 4)
+    if turn >= max_turns:
+        return -0.5
+    return 0.2 if executable else -0.2
+
+
+def prepare_examples(
+    examples: pd.DataFrame, gold: pd.DataFrame, schema: pd.DataFrame, settings: RolloutSettings
+) -> list[PreparedExample]:
+    """Retrieve the schema of every example and build its first-turn prompt."""
+    gold_by_id = gold.set_index("id")
+    tables_cache: dict[str, list[Table]] = {}
+    prepared = []
+    for row in examples.itertuples(index=False):
+        if row.db_id not in tables_cache:
+            tables_cache[row.db_id] = load_tables(schema, row.db_id, row.db_path, settings.cell_values)
+        tables = tables_cache[row.db_id]
+        selected = select_tables(
+            row.question,
+            tables,
+            mode=settings.schema_mode,
+            top_k=settings.top_k_tables,
+            fk_hops=settings.fk_hops,
+        )
+        shown = [t for t in tables if t.name in selected]
+        wanted = sorted(gold_tables(row.gold_sql))
+        g = gold_by_id.loc[row.id]
+        prepared.append(
+            PreparedExample(
+                id=row.id,
+                db_id=row.db_id,
+                db_path=row.db_path,
+                question=row.question,
+                gold=gold_result(g),
+                order_matters=bool(g["order_matters"]),
+                shown=shown,
+                all_tables=tables,
+                selected_tables=list(selected),
+                gold_tables=wanted,
+                table_recall=table_recall(selected, wanted),
+                prompt=first_prompt(schema_prompt(shown, with_values=settings.cell_values > 0), row.question),
+            )
+        )
+    return prepared
+
+
+@dataclass
+class _Candidate:
+    example: int
+    sample: int
+    turn: int
+    index: int  # position among the candidates generated from the same prompt
+    parent: str | None
+    prompt: Messages
+    raw: str
+    sql: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    result: ExecResult | None = None
+    verdict: str = ""
+
+    def id(self, examples: Sequence[PreparedExample]) -> str:
+        return f"{examples[self.example].id}/s{self.sample}/t{self.turn}/c{self.index}"
+
+
+def _generate(
+    backend: Backend,
+    requests: list[tuple[int, int, str | None, Messages]],
+    sampling: SamplingConfig,
+    turn: int,
+) -> list[_Candidate]:
+    """Generate for (example, sample, parent id, prompt) requests; `sampling.num_samples` each."""
+    outputs = backend.generate([r[3] for r in requests], sampling)
+    candidates = []
+    for (example, sample, parent, prompt), completions in zip(requests, outputs, strict=True):
+        for index, c in enumerate(completions):
+            candidates.append(
+                _Candidate(
+                    example=example,
+                    sample=sample if turn > 1 else index,
+                    turn=turn,
+                    index=index if turn > 1 else 0,
+                    parent=parent,
+                    prompt=prompt,
+                    raw=c.text,
+                    sql=extract_sql(c.text),
+                    prompt_tokens=c.prompt_tokens,
+                    completion_tokens=c.completion_tokens,
+                    latency_s=c.latency_s,
+                )
+            )
+    return candidates
+
+
+def _execute(
+    candidates: list[_Candidate], examples: Sequence[PreparedExample], sandbox: Sandbox, match: MatchSettings
+) -> None:
+    jobs = [(examples[c.example].db_path, match.prepare(c.sql)) for c in candidates]
+    for c, result in zip(candidates, sandbox.execute_many(jobs), strict=True):
+        ex = examples[c.example]
+        c.result = result
+        c.verdict = match_verdict(ex.gold, result, order_matters=ex.order_matters)
+
+
+def run_rollout(
+    examples: Sequence[PreparedExample],
+    backend: Backend,
+    sandbox: Sandbox,
+    settings: RolloutSettings,
+    match: MatchSettings,
+    *,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run the rollout and return its trajectories: one row per candidate per turn."""
+    from tqdm.auto import tqdm
+
+    first_sampling = settings.sampling
+    repair_sampling = SamplingConfig(**{**first_sampling.__dict__, "num_samples": settings.repair_samples})
+    rows: list[dict[str, Any]] = []
+    feedback_of: dict[str, str] = {}
+    turns = tqdm(range(1, settings.max_turns + 1), desc="rollout turns", disable=not progress, unit="turn")
+    heads: list[_Candidate] = []
+    for turn in turns:
+        if turn == 1:
+            requests = [(i, 0, None, ex.prompt) for i, ex in enumerate(examples)]
+            sampling = first_sampling
+        else:
+            requests = []
+            for head in heads:
+                ex = examples[head.example]
+                text = feedback_text(
+                    head.sql,
+                    head.result,
+                    mode=settings.feedback_mode,  # type: ignore[arg-type]
+                    detail=settings.feedback_detail,  # type: ignore[arg-type]
+                    shown=ex.shown,
+                    all_tables=ex.all_tables,
+                    gold=GoldShape(len(ex.gold.rows), len(ex.gold.columns)),
+                )
+                head_id = head.id(examples)
+                feedback_of[head_id] = text
+                requests.append(
+                    (head.example, head.sample, head_id, repair_prompt(ex.prompt, head.sql, text))
+                )
+            sampling = repair_sampling
+        if not requests:
+            break
+        candidates = _generate(backend, requests, sampling, turn)
+        _execute(candidates, examples, sandbox, match)
+        rows += [_row(c, examples, settings) for c in candidates]
+        heads = [h for h in _heads(candidates) if needs_repair(h.result, h.verdict, settings.feedback_mode)]  # type: ignore[arg-type]
+        turns.set_postfix(failing=len(heads))
+    for row in rows:
+        row["feedback"] = feedback_of.get(row["candidate_id"])
+    return pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)
+
+
+def _heads(candidates: list[_Candidate]) -> list[_Candidate]:
+    """The candidate each trajectory goes on from: the first correct one of its group, else the first."""
+    groups: dict[tuple[int, int], list[_Candidate]] = {}
+    for c in candidates:
+        groups.setdefault((c.example, c.sample), []).append(c)
+    return [next((c for c in group if c.verdict == "correct"), group[0]) for group in groups.values()]
+
+
+TRAJECTORY_COLUMNS = [
+    "example_id", "db_id", "sample", "turn", "candidate", "candidate_id", "parent_id", "prompt", "raw_output",
+    "sql", "status", "error_class", "error_message", "verdict", "correct", "executable", "schema_valid",
+    "reward", "n_rows", "prompt_tokens", "completion_tokens", "latency_s", "exec_s", "feedback",
+    "selected_tables", "gold_tables", "table_recall",
+]  # fmt: skip
+
+
+def _row(c: _Candidate, examples: Sequence[PreparedExample], settings: RolloutSettings) -> dict[str, Any]:
+    ex = examples[c.example]
+    result = c.result
+    assert result is not None
+    correct = c.verdict == "correct"
+    executable = result.status == "ok"
+    return {
+        "example_id": ex.id,
+        "db_id": ex.db_id,
+        "sample": c.sample,
+        "turn": c.turn,
+        "candidate": c.index,
+        "candidate_id": c.id(examples),
+        "parent_id": c.parent,
+        "prompt": json.dumps(c.prompt),
+        "raw_output": c.raw,
+        "sql": c.sql,
+        "status": result.status,
+        "error_class": result.error_class,
+        "error_message": result.error_message,
+        "verdict": c.verdict,
+        "correct": correct,
+        "executable": executable,
+        "schema_valid": result.error_class not in SCHEMA_ERROR_CLASSES,
+        "reward": rule_reward(c.turn, settings.max_turns, correct, executable),
+        "n_rows": len(result.rows),
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "latency_s": c.latency_s,
+        "exec_s": result.elapsed_s,
+        "feedback": None,
+        "selected_tables": json.dumps(ex.selected_tables),
+        "gold_tables": json.dumps(ex.gold_tables),
+        "table_recall": ex.table_recall,
+    }
+
+
+def _rate(values: pd.Series) -> float | None:
+    return round(float(values.mean()), 6) if len(values) else None
+
+
+def summarize(trajectories: pd.DataFrame, n_examples: int, max_turns: int) -> dict[str, Any]:
+    """Return the run's metrics at example level (any candidate correct) and candidate level."""
+    t = trajectories
+    first = t[t["turn"] == 1]
+    by_example_first = first.groupby("example_id")["correct"].any()
+    by_example_final = t.groupby("example_id")["correct"].any()
+    by_trajectory = t.groupby(["example_id", "sample"])
+    trajectory_final = by_trajectory["correct"].any()
+    trajectory_first = first.groupby(["example_id", "sample"])["correct"].any()
+    repaired = t[t["turn"] > 1].groupby(["example_id", "sample"]).size().index
+    last = t.sort_values(["turn", "candidate"]).groupby(["example_id", "sample"]).tail(1)
+    errors_by_turn = t[~t["correct"]].groupby(["turn", "verdict"]).size()
+    return {
+        "examples": n_examples,
+        "candidates": len(t),
+        "max_turns": max_turns,
+        "first_turn_ex": round(float(by_example_first.sum()) / n_examples, 6),
+        "final_ex": round(float(by_example_final.sum()) / n_examples, 6),
+        "first_turn_candidate_ex": _rate(trajectory_first),
+        "final_candidate_ex": _rate(trajectory_final),
+        "first_turn_executable": _rate(first["executable"]),
+        "final_executable": _rate(last["executable"]),
+        "schema_valid": _rate(t["schema_valid"]),
+        "repair_attempted": len(repaired),
+        "repair_success_rate": _rate(trajectory_final.loc[repaired]) if len(repaired) else None,
+        "mean_table_recall": _rate(first.drop_duplicates("example_id")["table_recall"].dropna()),
+        "generated_tokens": int(t["completion_tokens"].sum()),
+        "errors_by_turn": {f"{turn}:{v}": int(n) for (turn, v), n in errors_by_turn.items()},
+    }
+
+
+def grpo_groups(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """Group candidates by their exact prompt: (prompt, completions, rewards) rows for RL trainers."""
+    grouped = trajectories.groupby("prompt", sort=False)
+    return pd.DataFrame(
+        {
+            "prompt": list(grouped.groups),
+            "example_id": grouped["example_id"].first().to_list(),
+            "turn": grouped["turn"].first().to_list(),
+            "completions": grouped["raw_output"].agg(list).to_list(),
+            "rewards": grouped["reward"].agg(list).to_list(),
+        }
+    )

@@ -1,0 +1,166 @@
+"""Stage `rollout`: one shard of a rollout run, and the gathering of a run's shards.
+
+python -m workflow_scripts.stages.rollout shard --run NAME --settings JSON --data-dir DIR --shard I ...
+python -m workflow_scripts.stages.rollout gather --run NAME --settings JSON --out-dir DIR SHARD ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from workflow_scripts.artifacts import write_json, write_parquet
+from workflow_scripts.errors import UserError, run_cli
+from workflow_scripts.generation import SamplingConfig, make_backend
+from workflow_scripts.rollout import RolloutSettings, grpo_groups, prepare_examples, run_rollout, summarize
+from workflow_scripts.sandbox import Sandbox
+from workflow_scripts.scoring import MatchSettings
+
+log = logging.getLogger("rollout")
+
+
+def rollout_settings(run: dict[str, Any]) -> RolloutSettings:
+    """Build RolloutSettings from a resolved run entry of config.yaml."""
+    return RolloutSettings(
+        schema_mode=run["schema_mode"],
+        top_k_tables=run["top_k_tables"],
+        fk_hops=run["fk_hops"],
+        cell_values=run["cell_values"],
+        max_turns=run["max_turns"],
+        feedback_mode=run["feedback_mode"],
+        feedback_detail=run["feedback_detail"],
+        repair_samples=run["repair_samples"],
+        sampling=SamplingConfig(
+            num_samples=run["num_samples"],
+            temperature=run["temperature"],
+            top_p=run["top_p"],
+            max_new_tokens=run["max_new_tokens"],
+            seed=run["seed"],
+        ),
+    )
+
+
+def shard_of(examples: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
+    """Return the examples of shard `shard` of `shards` (every shards-th example, so shards are balanced)."""
+    return examples.iloc[shard::shards].reset_index(drop=True)
+
+
+def run_shard(
+    run: dict[str, Any],
+    data_dir: Path,
+    shard: int,
+    sandbox_cfg: dict,
+    keep_distinct: bool,
+    threads: int | None,
+) -> pd.DataFrame:
+    """Roll out one shard of a run; return its trajectories."""
+    examples = shard_of(pd.read_parquet(data_dir / "examples.parquet"), shard, run["shards"])
+    if run.get("limit"):
+        examples = examples.head(run["limit"])
+    gold = pd.read_parquet(data_dir / "gold.parquet")
+    schema = pd.read_parquet(data_dir / "schema.parquet")
+    settings = rollout_settings(run)
+    prepared = prepare_examples(examples, gold, schema, settings)
+    log.info(
+        "shard %d/%d: %d examples, schema mode %s", shard, run["shards"], len(prepared), settings.schema_mode
+    )
+    if not prepared:
+        return run_rollout([], None, None, settings, MatchSettings(keep_distinct))  # type: ignore[arg-type]
+    backend = make_backend(
+        run["backend"],
+        run["model"],
+        adapter_path=run.get("adapter"),
+        batch_size=run["batch_size"],
+        threads=threads,
+        progress=True,
+        tensor_parallel_size=run["vllm"]["tensor_parallel_size"],
+        gpu_memory_utilization=run["vllm"]["gpu_memory_utilization"],
+        max_model_len=run["vllm"]["max_model_len"],
+    )
+    log.info("backend %s, model %s, adapter %s", backend.name, run["model"], run.get("adapter"))
+    start = time.perf_counter()
+    with Sandbox(**sandbox_cfg) as sandbox:
+        trajectories = run_rollout(prepared, backend, sandbox, settings, MatchSettings(keep_distinct))
+    log.info("%d candidates in %.1f s", len(trajectories), time.perf_counter() - start)
+    return trajectories
+
+
+def gather(run_name: str, run: dict[str, Any], shard_files: list[Path], out_dir: Path) -> dict[str, Any]:
+    """Concatenate a run's shards and write trajectories, grpo_rollouts and summary."""
+    trajectories = pd.concat([pd.read_parquet(f) for f in shard_files], ignore_index=True)
+    if trajectories.empty:
+        raise UserError(
+            f"rollout run {run_name!r} produced no candidates. Fix: check its data set and limit."
+        )
+    trajectories = trajectories.sort_values(["example_id", "sample", "turn", "candidate"], kind="stable")
+    trajectories = trajectories.reset_index(drop=True)
+    n_examples = trajectories["example_id"].nunique()
+    summary = {
+        "run": run_name,
+        **summarize(trajectories, n_examples, run["max_turns"]),
+        **{
+            k: run[k]
+            for k in (
+                "dataset",
+                "model",
+                "adapter",
+                "backend",
+                "schema_mode",
+                "top_k_tables",
+                "max_turns",
+                "feedback_mode",
+                "feedback_detail",
+                "num_samples",
+                "repair_samples",
+                "temperature",
+            )
+        },
+    }
+    provenance = {"run": run_name, "settings": run}
+    write_parquet(trajectories, out_dir / "trajectories.parquet", provenance)
+    write_parquet(grpo_groups(trajectories), out_dir / "grpo_rollouts.parquet", provenance)
+    write_json(summary, out_dir / "summary.json")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    shard = sub.add_parser("shard", help="roll out one shard")
+    shard.add_argument("--run", required=True)
+    shard.add_argument("--settings", required=True, help="the resolved run entry as JSON")
+    shard.add_argument("--data-dir", type=Path, required=True, help="ingested data set directory")
+    shard.add_argument("--shard", type=int, required=True)
+    shard.add_argument("--sandbox", default="{}")
+    shard.add_argument("--keep-distinct", action="store_true")
+    shard.add_argument("--threads", type=int)
+    shard.add_argument("--out", type=Path, required=True)
+    gathered = sub.add_parser("gather", help="gather a run's shards")
+    gathered.add_argument("--run", required=True)
+    gathered.add_argument("--settings", required=True)
+    gathered.add_argument("--out-dir", type=Path, required=True)
+    gathered.add_argument("shards", type=Path, nargs="+")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    run = json.loads(args.settings)
+    if args.command == "shard":
+        trajectories = run_shard(
+            run, args.data_dir, args.shard, json.loads(args.sandbox), args.keep_distinct, args.threads
+        )
+        write_parquet(trajectories, args.out, {"run": args.run, "shard": args.shard, "settings": run})
+    else:
+        summary = gather(args.run, run, args.shards, args.out_dir)
+        log.info("summary: %s", json.dumps(summary))
+
+
+if __name__ == "__main__":
+    run_cli(main)
