@@ -73,7 +73,17 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, default_model: Path) -> Pa
     for name in COPIED:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    set_config(work, **{"model.path": str(default_model)})
+    # The real model on a small slice, so the whole DAG runs in about a minute.
+    set_config(
+        work,
+        **{
+            "model.path": str(default_model),
+            "rollout.limit": 3,
+            "rollout.max_new_tokens": 32,
+            "rollout.threads": 1,
+            "runs.base_repair.max_turns": 2,
+        },
+    )
     snakemake(work)
     return work
 
@@ -81,6 +91,13 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, default_model: Path) -> Pa
 def test_main_job_reaches_the_report(workdir: Path):
     report = (workdir / "results" / "report" / "index.html").read_text()
     assert "Data sets" in report and "Base model" in report and "data:image/png;base64," in report
+    assert "Rollouts" in report and "base_repair" in report and "gold-table recall" in report
+    for run, turns in (("base_oneshot", 1), ("base_repair", 2)):
+        summary = json.loads((workdir / "results" / "rollouts" / run / "summary.json").read_text())
+        assert summary["examples"] == 3 and summary["max_turns"] == turns
+        trajectories = pd.read_parquet(workdir / "results" / "rollouts" / run / "trajectories.parquet")
+        assert trajectories["turn"].max() <= turns and (trajectories["turn"] == 1).sum() == 3
+        assert (workdir / "results" / "rollouts" / run / "grpo_rollouts.parquet").is_file()
     for name in ("demo_train", "demo_dev"):
         summary = json.loads((workdir / "results" / "data" / name / "summary.json").read_text())
         assert summary["usable"] > 0 and summary["gold_failed"] == 0
@@ -100,10 +117,23 @@ def test_editing_a_key_reruns_only_what_uses_it(workdir: Path):
     try:
         set_config(workdir, **{"report.title": "Another title"})
         assert planned_rules(workdir) == ["all", "report"]
+        set_config(workdir, **{"runs.base_repair.feedback_detail": "minimal"})
+        assert planned_rules(workdir) == ["all", "report", "rollout_gather", "rollout_shard"]
+        set_config(workdir, **{"rollout.max_new_tokens": 40})
+        assert planned_rules(workdir) == ["all", "report", *["rollout_gather"] * 2, *["rollout_shard"] * 2]
         set_config(workdir, **{"sandbox.timeout_s": 7.5})
-        assert planned_rules(workdir) == ["all", "ingest", "ingest", "report"]
+        rollout = [*["rollout_gather"] * 2, *["rollout_shard"] * 2]
+        assert planned_rules(workdir) == ["all", "ingest", "ingest", "report", "retrieval_recall", *rollout]
         set_config(workdir, **{"demo.seed": 3})
-        assert planned_rules(workdir) == ["all", "demo_data", "ingest", "ingest", "report"]
+        assert planned_rules(workdir) == [
+            "all",
+            "demo_data",
+            "ingest",
+            "ingest",
+            "report",
+            "retrieval_recall",
+            *rollout,
+        ]
     finally:
         (workdir / "config.yaml").write_text(original)
     assert planned_rules(workdir) == []
@@ -163,3 +193,18 @@ def test_bad_dataset_fails_with_one_clear_message_and_no_output(workdir: Path):
         (workdir / "config.yaml").write_text(original)
     snakemake(workdir)
     assert planned_rules(workdir) == []
+
+
+def test_shards_give_the_same_trajectories(workdir: Path):
+    path = workdir / "results" / "rollouts" / "base_repair" / "trajectories.parquet"
+    timing = ["latency_s", "exec_s"]
+    before = pd.read_parquet(path).drop(columns=timing)
+    original = (workdir / "config.yaml").read_text()
+    try:
+        set_config(workdir, **{"runs.base_repair.shards": 2})
+        assert planned_rules(workdir) == ["all", "report", "rollout_gather", "rollout_shard", "rollout_shard"]
+        snakemake(workdir)
+        after = pd.read_parquet(path).drop(columns=timing)
+    finally:
+        (workdir / "config.yaml").write_text(original)
+    pd.testing.assert_frame_equal(before, after)

@@ -51,7 +51,7 @@ def needs_repair(result: ExecResult, verdict: str, mode: FeedbackMode) -> bool:
 
 
 def alias_bindings(sql: str) -> dict[str, str]:
-    """Return {alias or table name (lowercase): table name} for the tables an SQL query reads."""
+    """Return {alias or table name, as written: table name} for the tables an SQL query reads."""
     try:
         tree = sqlglot.parse_one(sql, read="sqlite")
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
@@ -59,7 +59,7 @@ def alias_bindings(sql: str) -> dict[str, str]:
     bindings: dict[str, str] = {}
     for table in tree.find_all(exp.Table):
         if table.name:
-            bindings[(table.alias or table.name).lower()] = table.name
+            bindings[table.alias or table.name] = table.name
     return bindings
 
 
@@ -102,7 +102,7 @@ def error_detail(
         qualifier, _, column = ident.rpartition(".")
         lines.append(f"`{ident}` is not a valid column.")
         if qualifier:
-            bound = bindings.get(qualifier.lower())
+            bound = {a.lower(): t for a, t in bindings.items()}.get(qualifier.lower())
             lines.append(
                 f"`{qualifier}` is bound to table {bound}."
                 if bound
@@ -126,7 +126,7 @@ def error_detail(
         owners = [
             t for t in column_owners(ident, all_tables) if t.lower() in {b.lower() for b in bindings.values()}
         ]
-        aliases = [a for a, t in bindings.items() if t in owners and a != t.lower()]
+        aliases = [a for a, t in bindings.items() if t in owners and a != t]
         lines.append(
             f"`{ident}` is in several joined tables ({', '.join(owners) or 'more than one'}): qualify it"
             + (f" with an alias ({', '.join(f'{a}.{ident}' for a in aliases)})." if aliases else ".")
@@ -153,6 +153,8 @@ def feedback_text(
     column_aware = detail in ("column", "minimal")
     if result.status == "timeout":
         lines.append("The query did not finish within the time limit. Avoid cross joins and deep recursion.")
+    elif result.error_class == "empty_query":
+        lines.append("No SQL query was found in your answer. Reply with one SELECT statement only.")
     elif result.status != "ok":
         lines.append(f"The query failed with a SQLite error: {result.error_message}")
         if column_aware:

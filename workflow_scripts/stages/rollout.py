@@ -60,9 +60,10 @@ def run_shard(
     threads: int | None,
 ) -> pd.DataFrame:
     """Roll out one shard of a run; return its trajectories."""
-    examples = shard_of(pd.read_parquet(data_dir / "examples.parquet"), shard, run["shards"])
+    examples = pd.read_parquet(data_dir / "examples.parquet")
     if run.get("limit"):
         examples = examples.head(run["limit"])
+    examples = shard_of(examples, shard, run["shards"])
     gold = pd.read_parquet(data_dir / "gold.parquet")
     schema = pd.read_parquet(data_dir / "schema.parquet")
     settings = rollout_settings(run)
