@@ -1,4 +1,5 @@
 import json
+import os
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
@@ -70,3 +71,17 @@ def run_settings(run):
 
 def run_shards(run):
     return [f"results/rollouts/{run}/shards/{i}.parquet" for i in range(run_settings(run)["shards"])]
+
+
+def rollout_model_inputs(wildcards):
+    """The model (and adapter) directories a run reads, so Snakemake builds the default model first."""
+    run = run_settings(wildcards.run)
+    files = {"model": run["model"]}
+    if run["adapter"]:
+        files["adapter"] = run["adapter"]
+    return files
+
+
+def rollout_env(wildcards):
+    """The conda environment of a rollout job: the GPU one (with vLLM) when the run asks for vLLM."""
+    return "../envs/gpu.yaml" if run_settings(wildcards.run)["backend"] == "vllm" else "../envs/cpu.yaml"

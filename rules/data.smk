@@ -6,12 +6,15 @@ rule demo_data:
         databases=directory(f"{DEMO_DIR}/database"),
     params:
         seed=config["demo"]["seed"],
+        out_dir=lambda w, output: os.path.dirname(output.train),
+    conda:
+        "../envs/cpu.yaml"
     log:
         "results/logs/demo_data.log",
     benchmark:
         "results/benchmarks/demo_data.tsv"
     shell:
-        "python -m workflow_scripts.demo_data --out {DEMO_DIR} --seed {params.seed} > {log} 2>&1"
+        "python -m workflow_scripts.demo_data --out {params.out_dir} --seed {params.seed} > {log} 2>&1"
 
 
 rule ingest:
@@ -30,6 +33,8 @@ rule ingest:
         keep_distinct="--keep-distinct" if config["matching"]["keep_distinct"] else "",
         out_dir=lambda w: data_dir(w.dataset),
     threads: config["sandbox"]["workers"]
+    conda:
+        "../envs/cpu.yaml"
     log:
         "results/logs/ingest/{dataset}.log",
     benchmark:

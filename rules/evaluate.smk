@@ -13,6 +13,8 @@ rule score_predictions:
         sandbox=as_json(config["sandbox"]),
         keep_distinct="--keep-distinct" if config["matching"]["keep_distinct"] else "",
     threads: config["sandbox"]["workers"]
+    conda:
+        "../envs/cpu.yaml"
     log:
         "results/logs/score_predictions/{name}.log",
     benchmark:

@@ -1,6 +1,8 @@
 rule default_model:
     output:
         directory(DEFAULT_MODEL_DIR),
+    conda:
+        "../envs/cpu.yaml"
     log:
         "results/logs/default_model.log",
     benchmark:

@@ -13,6 +13,8 @@ rule report:
         datasets=" ".join(f"--dataset {d}={data_dir(d)}" for d in DATASETS),
         predictions=" ".join(f"--prediction {n}=results/predictions/{n}" for n in PREDICTIONS),
         rollouts=" ".join(f"--rollout {r}=results/rollouts/{r}" for r in RUNS),
+    conda:
+        "../envs/cpu.yaml"
     log:
         "results/logs/report.log",
     benchmark:

@@ -1,12 +1,3 @@
-def rollout_model_inputs(wildcards):
-    """The model (and adapter) directories a run reads, so Snakemake builds the default model first."""
-    run = run_settings(wildcards.run)
-    files = {"model": run["model"]}
-    if run["adapter"]:
-        files["adapter"] = run["adapter"]
-    return files
-
-
 rule rollout_shard:
     input:
         unpack(rollout_model_inputs),
@@ -24,6 +15,8 @@ rule rollout_shard:
     resources:
         gpu=lambda w: run_settings(w.run)["gpus"],
         mem_mb=8000,
+    conda:
+        rollout_env
     log:
         "results/logs/rollout/{run}/shard_{shard}.log",
     benchmark:
@@ -43,6 +36,8 @@ rule rollout_gather:
         summary="results/rollouts/{run}/summary.json",
     params:
         settings=lambda w: as_json(run_settings(w.run)),
+    conda:
+        "../envs/cpu.yaml"
     log:
         "results/logs/rollout/{run}/gather.log",
     benchmark:
@@ -63,6 +58,8 @@ rule retrieval_recall:
         fk_hops=config["rollout"]["fk_hops"],
         cell_values=config["rollout"]["cell_values"],
         data_dir=lambda w: data_dir(w.dataset),
+    conda:
+        "../envs/cpu.yaml"
     log:
         "results/logs/retrieval/{dataset}.log",
     benchmark:

@@ -14,15 +14,28 @@ from tests.conftest import REPO
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
 
 
-def schema_keys(node: dict, prefix: str = "") -> Iterator[tuple[str, dict]]:
+def resolve(node: dict, root: dict) -> dict:
+    """Merge the properties that `allOf: [{$ref: ...}]` brings into `node`."""
+    merged = dict(node)
+    for part in node.get("allOf", []):
+        target = root
+        for step in part["$ref"].removeprefix("#/").split("/"):
+            target = target[step]
+        merged["properties"] = {**target.get("properties", {}), **node.get("properties", {})}
+    return merged
+
+
+def schema_keys(node: dict, prefix: str = "", root: dict | None = None) -> Iterator[tuple[str, dict]]:
     """Yield (dotted key, schema) for every property; `NAME` stands for user-chosen names."""
+    root = root or node
+    node = resolve(node, root)
     for key, sub in node.get("properties", {}).items():
         path = f"{prefix}.{key}" if prefix else key
-        yield path, sub
-        yield from schema_keys(sub, path)
+        yield path, resolve(sub, root)
+        yield from schema_keys(sub, path, root)
     extra = node.get("additionalProperties")
     if isinstance(extra, dict):
-        yield from schema_keys(extra, f"{prefix}.NAME" if prefix else "NAME")
+        yield from schema_keys(extra, f"{prefix}.NAME" if prefix else "NAME", root)
 
 
 def load_config() -> dict:
@@ -36,8 +49,11 @@ def test_every_key_has_a_description_and_a_readme_entry():
     assert len(keys) > 15
     for key, sub in keys:
         assert sub.get("description"), f"{key} has no description in the schema"
-        if "properties" not in sub:  # leaves (and mappings of user-named entries) are listed in the README
-            assert f"`{key}`" in readme, f"{key} is not documented in the README"
+        if "properties" in sub:  # sections; their keys are listed one by one
+            continue
+        # A run may override any rollout key: `runs.NAME.x` is documented as `rollout.x`.
+        documented = key.replace("runs.NAME.", "rollout.") if key.startswith("runs.NAME.") else key
+        assert f"`{key}`" in readme or f"`{documented}`" in readme, f"{key} is not documented in the README"
 
 
 def test_shipped_config_is_valid():
@@ -54,6 +70,11 @@ def test_shipped_config_is_valid():
         ("datasets.demo_dev.limit", 0),
         ("datasets.demo_dev.unknown", 1),
         ("model.path", ""),
+        ("rollout.schema_mode", "dense"),
+        ("rollout.vllm.gpu_memory_utilization", 1.5),
+        ("runs.base_repair.max_turns", 0),
+        ("runs.base_repair.feedback_mode", "oracle"),
+        ("runs.base_repair.unknown_key", 1),
     ],
 )
 def test_invalid_values_are_rejected(dotted: str, value):
