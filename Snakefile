@@ -8,6 +8,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/rollout.smk"
+include: "rules/pairs.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 

@@ -39,20 +39,21 @@ def build_only(examples, schema, types, per_type, seed) -> tuple[int, float, flo
     tables = {db: tables_from_schema(schema, db) for db in examples["db_id"].unique()}
     rows = list(examples[["db_id", "db_path", "gold_sql"]].itertuples(index=False))
     t0 = time.perf_counter()
-    values = {}
+    values: dict[str, dict] = {}
     if "wrong_literal" in types:
+        # one look-up per database, for the columns any of its queries compares with a value
+        columns: dict[tuple[str, str], set] = {}
         for db_id, db_path, sql in rows:
             tree = parse(sql)
             if tree is not None:
-                values[sql, db_id] = column_values(
-                    db_path, literal_columns(tree, tables[db_id]), tables[db_id]
-                )
+                columns.setdefault((db_id, db_path), set()).update(literal_columns(tree, tables[db_id]))
+        values = {db_id: column_values(path, cols, tables[db_id]) for (db_id, path), cols in columns.items()}
     t1 = time.perf_counter()
     made = 0
     for db_id, _, sql in rows:
         made += len(
             make_negatives(
-                sql, tables[db_id], types=types, seed=seed, per_type=per_type, values=values.get((sql, db_id))
+                sql, tables[db_id], types=types, seed=seed, per_type=per_type, values=values.get(db_id)
             )
         )
     return made, t1 - t0, time.perf_counter() - t1

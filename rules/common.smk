@@ -20,6 +20,14 @@ def check_references():
     refs = [("train_dataset", config["train_dataset"]), ("eval_dataset", config["eval_dataset"])]
     refs += [(f"predictions.{n}.dataset", p["dataset"]) for n, p in config["predictions"].items()]
     refs += [(f"runs.{n}.dataset", r["dataset"]) for n, r in config["runs"].items()]
+    run_refs = [(f"mining.runs[{i}]", r) for i, r in enumerate(config["mining"]["runs"])]
+    run_refs.append(("synthetic.run", config["synthetic"]["run"]))
+    for key, name in run_refs:
+        if name not in config["runs"]:
+            raise WorkflowError(
+                f"config key {key} names rollout run {name!r}, which is not under `runs` "
+                f"(defined: {', '.join(sorted(config['runs']))}). Fix: add the run or correct {key}."
+            )
     for key, name in refs:
         if name not in config["datasets"]:
             raise WorkflowError(

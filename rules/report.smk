@@ -5,6 +5,7 @@ rule report:
         model=config["model"]["path"],
         rollouts=expand("results/rollouts/{run}/summary.json", run=RUNS),
         retrieval=f"results/retrieval/{config['eval_dataset']}/recall.parquet",
+        pairs="results/pairs/merged/quality.json",
         predictions=expand("results/predictions/{name}/summary.json", name=PREDICTIONS),
     output:
         "results/report/index.html",
@@ -21,5 +22,5 @@ rule report:
         "results/benchmarks/report.tsv"
     shell:
         "python -m workflow_scripts.report --title {params.title:q} {params.datasets} {params.predictions}"
-        " {params.rollouts} --retrieval {input.retrieval}"
+        " {params.rollouts} --retrieval {input.retrieval} --pairs {input.pairs}"
         " --model {input.model} --out {output} > {log} 2>&1"

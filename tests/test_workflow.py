@@ -82,6 +82,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, default_model: Path) -> Pa
             "rollout.max_new_tokens": 32,
             "rollout.threads": 1,
             "runs.base_repair.max_turns": 2,
+            "runs.train_mining.limit": 4,
         },
     )
     snakemake(work)
@@ -119,21 +120,26 @@ def test_editing_a_key_reruns_only_what_uses_it(workdir: Path):
         assert planned_rules(workdir) == ["all", "report"]
         set_config(workdir, **{"runs.base_repair.feedback_detail": "minimal"})
         assert planned_rules(workdir) == ["all", "report", "rollout_gather", "rollout_shard"]
+        set_config(workdir, **{"merge.min_reward_margin": 0.2})
+        assert planned_rules(workdir) == ["all", "merge_pairs", "report"]
         set_config(workdir, **{"rollout.max_new_tokens": 40})
-        assert planned_rules(workdir) == ["all", "report", *["rollout_gather"] * 2, *["rollout_shard"] * 2]
+        pairs = ["merge_pairs", "mine_pairs", "synthetic_negatives"]
+        rollout = [*["rollout_gather"] * 3, *["rollout_shard"] * 3]
+        # synthetic_negatives takes its prompts from the mining run's settings, so it reruns too.
+        assert planned_rules(workdir) == ["all", *pairs, "report", *rollout]
         set_config(workdir, **{"sandbox.timeout_s": 7.5})
-        rollout = [*["rollout_gather"] * 2, *["rollout_shard"] * 2]
-        assert planned_rules(workdir) == ["all", "ingest", "ingest", "report", "retrieval_recall", *rollout]
-        set_config(workdir, **{"demo.seed": 3})
         assert planned_rules(workdir) == [
             "all",
-            "demo_data",
             "ingest",
             "ingest",
+            *pairs,
             "report",
             "retrieval_recall",
             *rollout,
         ]
+        set_config(workdir, **{"demo.seed": 3})
+        everything = ["all", "demo_data", "ingest", "ingest", *pairs, "report", "retrieval_recall", *rollout]
+        assert planned_rules(workdir) == everything
     finally:
         (workdir / "config.yaml").write_text(original)
     assert planned_rules(workdir) == []

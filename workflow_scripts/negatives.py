@@ -9,7 +9,8 @@ the query has no place for that kind of mistake. The input tree is never changed
 - ``wrong_aggregation``: COUNT/SUM/AVG/MAX/MIN swapped, or GROUP BY dropped or regrouped.
 - ``wrong_comparison``: a comparison operator changed (``=`` to ``!=``, ``>`` to ``<`` ...).
 - ``wrong_order``: ORDER BY direction flipped, or the LIMIT changed.
-- ``missing_distinct``: DISTINCT removed (also ``UNION`` to ``UNION ALL``).
+- ``missing_distinct``: DISTINCT removed (also ``UNION`` to ``UNION ALL``). Spider's execution match
+  deletes DISTINCT from both queries unless ``keep_distinct``, so by default only UNION ALL survives.
 - ``wrong_literal``: a literal replaced by another value of the same column, or a number shifted.
 
 :func:`make_negatives` renders and de-duplicates them; :func:`build_synthetic` executes them in the
@@ -24,6 +25,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
@@ -129,8 +131,8 @@ def _sources(select: exp.Select, schema: Mapping[str, Table]) -> list[_Source]:
     ]
 
 
-def _resolve(column: exp.Column, schema: Mapping[str, Table]) -> tuple[exp.Select, _Source] | None:
-    """The SELECT whose source `column` reads and that source, when it is a table of the schema.
+def _resolve(column: exp.Column, schema: Mapping[str, Table]) -> tuple[exp.Select, str, Table] | None:
+    """The SELECT whose source `column` reads, that source's alias and its table, if in the schema.
 
     Unqualified names go to the one source of the innermost SELECT that has such a column, then
     outwards (correlated subqueries); ambiguity or a possible subquery source gives None.
@@ -142,12 +144,13 @@ def _resolve(column: exp.Column, schema: Mapping[str, Table]) -> tuple[exp.Selec
         if qualifier:
             source = next((s for s in sources if s.alias.lower() == qualifier), None)
             if source is not None:
-                ok = source.table is not None and _column(source.table, name) is not None
-                return (select, source) if ok else None
+                if source.table is None or _column(source.table, name) is None:
+                    return None
+                return select, source.alias, source.table
         else:
             owners = [s for s in sources if s.table is not None and _column(s.table, name) is not None]
-            if len(owners) == 1:
-                return select, owners[0]
+            if len(owners) == 1 and owners[0].table is not None:
+                return select, owners[0].alias, owners[0].table
             if owners or any(s.table is None for s in sources):
                 return None
         select = select.find_ancestor(exp.Select)
@@ -161,12 +164,15 @@ def _clause(node: exp.Expression) -> str | None:
     return node.arg_key if node.parent is not None else None
 
 
-def _qualify_if_ambiguous(column: exp.Column, select: exp.Select, source: _Source, schema) -> None:
+def _qualify_if_ambiguous(
+    column: exp.Column, select: exp.Select, alias: str, schema: Mapping[str, Table]
+) -> None:
+    """Qualify an unqualified `column` of source `alias` when another source of `select` may have it."""
     if column.table:
         return
-    others = [s for s in _sources(select, schema) if s.alias.lower() != source.alias.lower()]
+    others = [s for s in _sources(select, schema) if s.alias.lower() != alias.lower()]
     if any(s.table is None or _column(s.table, column.name) is not None for s in others):
-        column.set("table", _identifier(source.alias))
+        column.set("table", _identifier(alias))
 
 
 # ---------------------------------------------------------------------------------- tree surgery
@@ -269,19 +275,18 @@ def wrong_column(tree: exp.Expression, tables: Sequence[Table], rng: random.Rand
         resolved = _resolve(column, schema)
         if resolved is None:
             continue
-        select, source = resolved
-        assert source.table is not None
-        current = _column(source.table, column.name)
-        others = [c for c in source.table.columns if c.name.lower() != column.name.lower()]
+        select, alias, table = resolved
+        current = _column(table, column.name)
+        others = [c for c in table.columns if c.name.lower() != column.name.lower()]
         if current is None or not others:
             continue
         alike = [c for c in others if affinity(c.type) == affinity(current.type)]
-        edits.append((column, select, source, alike or others))
+        edits.append((column, select, alias, alike or others))
     if not edits:
         return None
-    column, select, source, pool = rng.choice(edits)
+    column, select, alias, pool = rng.choice(edits)
     column.set("this", _identifier(rng.choice(pool).name))
-    _qualify_if_ambiguous(column, select, source, schema)
+    _qualify_if_ambiguous(column, select, alias, schema)
     return new
 
 
@@ -318,7 +323,7 @@ def _drop_source(select: exp.Select, position: int, schema: Mapping[str, Table])
     dangling = [
         c
         for c in select.find_all(exp.Column)
-        if (r := _resolve(c, schema)) is not None and r[0] is select and r[1].alias.lower() == gone
+        if (r := _resolve(c, schema)) is not None and r[0] is select and r[1].lower() == gone
     ]
     if position == 0:
         condition = joins[0].args.get("on")
@@ -333,11 +338,11 @@ def _drop_source(select: exp.Select, position: int, schema: Mapping[str, Table])
     width = len(select.expressions)
     orphans = []
     for column in dangling:
-        target = next((s for s in remaining if _column(s.table, column.name) is not None), None)
+        target = next((s.alias for s in remaining if s.table and _column(s.table, column.name)), None)
         if target is None:
             orphans.append(column)
         elif column.table:
-            column.set("table", _identifier(target.alias))
+            column.set("table", _identifier(target))
         else:
             _qualify_if_ambiguous(column, select, target, schema)
     for column in orphans:
@@ -367,7 +372,7 @@ def wrong_aggregation(
     """Swap one aggregate function for another, or drop GROUP BY, or group by another column.
 
     MAX <-> MIN, AVG -> SUM/MAX/MIN, SUM -> AVG/COUNT, COUNT(col) -> SUM/MAX, COUNT(DISTINCT col) ->
-    COUNT/SUM of it, COUNT(*) -> SUM of a numeric column of the query's tables (COUNT(DISTINCT col)
+    COUNT/SUM/MAX of it, COUNT(*) -> SUM of a numeric column of the query's tables (COUNT(DISTINCT col)
     when there is none). A regrouped column comes from the same table. None without aggregates.
     """
     schema = _schema(tables)
@@ -385,9 +390,11 @@ def wrong_aggregation(
             edits.append((group, [None]))
         for column in group.expressions:
             resolved = _resolve(column, schema) if isinstance(column, exp.Column) else None
-            if resolved is not None and resolved[1].table is not None:
-                others = [c for c in resolved[1].table.columns if c.name.lower() != column.name.lower()]
-                edits += [(column, [_renamed(column, c.name) for c in others])] if others else []
+            if resolved is not None:
+                _, alias, table = resolved
+                others = [c for c in table.columns if c.name.lower() != column.name.lower()]
+                renamed = [_renamed(column, c.name, select, alias, schema) for c in others]
+                edits += [(column, renamed)] if renamed else []
     if not edits:
         return None
     node, replacements = rng.choice(edits)
@@ -399,15 +406,19 @@ def wrong_aggregation(
     return new
 
 
-def _renamed(column: exp.Column, name: str) -> exp.Column:
+def _renamed(
+    column: exp.Column, name: str, select: exp.Select, alias: str, schema: Mapping[str, Table]
+) -> exp.Column:
+    """A copy of `column` (of source `alias` in `select`) naming column `name` instead."""
     renamed = column.copy()
     renamed.set("this", _identifier(name))
+    _qualify_if_ambiguous(renamed, select, alias, schema)
     return renamed
 
 
 def _other_aggregations(node: exp.Expression, schema: Mapping[str, Table]) -> list[exp.Expression]:
     arg = node.this
-    if node.expressions:  # scalar MAX(a, b) / MIN(a, b)
+    if node.expressions or (arg is None and not isinstance(node, exp.Count)):  # MAX(a, b) is scalar
         return []
     if isinstance(node, exp.Count):
         if isinstance(arg, exp.Star) or arg is None:
@@ -540,7 +551,9 @@ def missing_distinct(
     """
     new = tree.copy()
     edits: list[exp.Expression] = [s for s in new.find_all(exp.Select) if s.args.get("distinct")]
-    edits += [d for d in new.find_all(exp.Distinct) if isinstance(d.parent, exp.AggFunc)]
+    edits += [
+        d for d in new.find_all(exp.Distinct) if isinstance(d.parent, exp.AggFunc) and len(d.expressions) == 1
+    ]
     edits += [u for u in new.find_all(exp.Union) if u.args.get("distinct")]
     if not edits:
         return None
@@ -549,10 +562,8 @@ def missing_distinct(
         node.set("distinct", None)
     elif isinstance(node, exp.Union):
         node.set("distinct", False)
-    elif len(node.expressions) == 1:
-        node.replace(node.expressions[0].copy())
     else:
-        return None
+        node.replace(node.expressions[0].copy())
     return new
 
 
@@ -573,8 +584,9 @@ def wrong_literal(
         pool = [v for v in values.get(key, ()) if _is_new_value(v, node)] if key else []
         if pool:
             edits.append((node, pool))
-        number = _number(node)
-        if number is not None:
+        if _number(node) is not None:
+            # Decimal keeps the literal's digits: 37.4 - 1 is 36.4, not 36.400000000000006
+            number = Decimal(node.this)
             edits.append((node, [number - 1, number + 1]))
     if not edits:
         return None
@@ -609,9 +621,7 @@ def _compared_values(
         key = None
         is_column = isinstance(other, exp.Column) and not _is_string(other, schema)
         if is_column and (resolved := _resolve(other, schema)) is not None:
-            table = resolved[1].table
-            assert table is not None
-            key = (table.name.lower(), other.name.lower())
+            key = (resolved[2].name.lower(), other.name.lower())
         yield node, key
 
 
@@ -632,7 +642,7 @@ def _number(node: exp.Expression) -> int | float | None:
 
 
 def _is_new_value(value: object, node: exp.Expression) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float | str) or value == "":
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str) or value == "":
         return False
     old = _number(node)
     if old is not None and not isinstance(value, str):

@@ -1,0 +1,72 @@
+rule mine_pairs:
+    input:
+        trajectories="results/rollouts/{run}/trajectories.parquet",
+        examples=lambda w: f"{data_dir(run_settings(w.run)['dataset'])}/examples.parquet",
+    output:
+        "results/pairs/natural/{run}.parquet",
+    params:
+        data_dir=lambda w: data_dir(run_settings(w.run)["dataset"]),
+        use_gold="--use-gold-when-failed" if config["mining"]["use_gold_when_failed"] else "",
+        max_pairs=config["mining"]["max_pairs_per_group"],
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        "results/logs/pairs/mine_{run}.log",
+    benchmark:
+        "results/benchmarks/pairs/mine_{run}.tsv"
+    shell:
+        "python -m workflow_scripts.stages.pairs mine --run {wildcards.run} --trajectories {input.trajectories}"
+        " --data-dir {params.data_dir} {params.use_gold} --max-pairs-per-group {params.max_pairs}"
+        " --out {output} > {log} 2>&1"
+
+
+rule synthetic_negatives:
+    input:
+        examples=f"{data_dir(run_settings(config['synthetic']['run'])['dataset'])}/examples.parquet",
+        gold=f"{data_dir(run_settings(config['synthetic']['run'])['dataset'])}/gold.parquet",
+        schema=f"{data_dir(run_settings(config['synthetic']['run'])['dataset'])}/schema.parquet",
+    output:
+        negatives="results/pairs/synthetic/negatives.parquet",
+        pairs="results/pairs/synthetic/pairs.parquet",
+    params:
+        data_dir=data_dir(run_settings(config["synthetic"]["run"])["dataset"]),
+        settings=as_json(config["synthetic"]),
+        run=as_json(run_settings(config["synthetic"]["run"])),
+        sandbox=as_json(config["sandbox"]),
+        keep_distinct="--keep-distinct" if config["matching"]["keep_distinct"] else "",
+        out_dir=lambda w, output: os.path.dirname(output.pairs),
+    threads: config["sandbox"]["workers"]
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        "results/logs/pairs/synthetic.log",
+    benchmark:
+        "results/benchmarks/pairs/synthetic.tsv"
+    shell:
+        "python -m workflow_scripts.stages.pairs synthetic --data-dir {params.data_dir}"
+        " --settings {params.settings:q} --run-settings {params.run:q} --sandbox {params.sandbox:q}"
+        " {params.keep_distinct} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule merge_pairs:
+    input:
+        natural=expand("results/pairs/natural/{run}.parquet", run=config["mining"]["runs"]),
+        synthetic="results/pairs/synthetic/pairs.parquet",
+        negatives="results/pairs/synthetic/negatives.parquet",
+    output:
+        pairs="results/pairs/merged/pairs.parquet",
+        train="results/pairs/merged/train.parquet",
+        quality="results/pairs/merged/quality.json",
+    params:
+        natural=lambda w, input: " ".join(f"--input natural={f}" for f in input.natural),
+        settings=as_json(config["merge"]),
+        out_dir=lambda w, output: os.path.dirname(output.pairs),
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        "results/logs/pairs/merge.log",
+    benchmark:
+        "results/benchmarks/pairs/merge.tsv"
+    shell:
+        "python -m workflow_scripts.stages.pairs merge {params.natural} --input synthetic={input.synthetic}"
+        " --negatives {input.negatives} --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
