@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = RolloutSettings(
-        max_turns=args.max_turns, sampling=SamplingConfig(max_new_tokens=args.max_new_tokens)
+        max_turns=args.max_turns, sampling=SamplingConfig(max_new_tokens=args.max_new_tokens, stop=(";",))
     )
     with tempdir() as tmp:
         data = demo_dev(Path(tmp))

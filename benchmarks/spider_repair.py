@@ -46,7 +46,7 @@ def main() -> None:
         max_turns=args.max_turns,
         feedback_mode=args.feedback_mode,
         feedback_detail=args.feedback_detail,
-        sampling=SamplingConfig(max_new_tokens=args.max_new_tokens),
+        sampling=SamplingConfig(max_new_tokens=args.max_new_tokens, stop=(";",)),
     )
     with tempdir() as tmp:
         data = spider_heldout(Path(tmp), args.spider, args.dbs, args.per_db)

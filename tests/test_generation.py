@@ -346,6 +346,8 @@ def test_vllm_mapping_functions():
         "max_tokens": 128,
         "seed": 0,
     }
+    stopped = vllm_sampling_kwargs(SamplingConfig(stop=(";",)))
+    assert stopped["stop"] == [";"] and stopped["include_stop_str_in_output"] is True
     outputs = [
         SimpleNamespace(
             prompt_token_ids=[1, 2, 3],
@@ -405,6 +407,22 @@ def test_batched_greedy_equals_one_prompt_at_a_time(backend, monkeypatch):
     ]
     assert all(r[0] == r[1] for r in batched)
     assert all(0 < r[0].completion_tokens <= 24 and r[0].latency_s > 0 for r in batched)
+
+
+@pytest.mark.slow
+def test_stop_strings_end_a_candidate_after_the_statement(backend):
+    prompts = [chat(q) for q in QUESTIONS]
+    free = backend.generate(prompts, SamplingConfig(max_new_tokens=48))
+    stopped = backend.generate(prompts, SamplingConfig(max_new_tokens=48, stop=(";",)))
+    assert any(";" in r[0].text[:-1] for r in free), "the model must write past a semicolon for this test"
+    for f, s in zip(free, stopped, strict=True):
+        f, s = f[0], s[0]
+        # The stop string may end inside a token (";\n"): compare up to trailing whitespace.
+        text = s.text.rstrip()
+        assert f.text.startswith(text) and s.completion_tokens <= f.completion_tokens
+        assert ";" not in text[:-1]
+        if ";" in f.text.rstrip()[:-1]:
+            assert text.endswith(";") and s.completion_tokens < f.completion_tokens
 
 
 @pytest.mark.slow

@@ -41,6 +41,7 @@ class SamplingConfig:
     top_p: float = 1.0
     max_new_tokens: int = 128
     seed: int = 0
+    stop: tuple[str, ...] = ()  # generation of a sequence ends after any of these strings
 
     def __post_init__(self) -> None:
         problems = []
@@ -257,9 +258,11 @@ class TransformersBackend:
             self.device
         )
         kwargs: dict[str, Any] = {"do_sample": False}
+        if sampling.stop:
+            kwargs |= {"stop_strings": list(sampling.stop), "tokenizer": self.tokenizer}
         if not sampling.greedy:
             # top_k=0 turns off transformers' default top-k of 50, so only top_p truncates (as in vLLM).
-            kwargs = {
+            kwargs |= {
                 "do_sample": True,
                 "temperature": sampling.temperature,
                 "top_p": sampling.top_p,
@@ -281,7 +284,10 @@ class TransformersBackend:
         new_tokens = output[:, padded["input_ids"].shape[1] :].tolist()
         completions = []
         for ids, generated in zip(batch_ids, new_tokens, strict=True):
-            generated = generated[: _count_until_stop(generated, self.stop_ids)]
+            # Rows that ended early on a stop string are padded after it: cut there too.
+            generated = generated[
+                : _count_until_stop(generated, [*self.stop_ids, self.tokenizer.pad_token_id])
+            ]
             completions.append(
                 Completion(
                     text=self.tokenizer.decode(generated, skip_special_tokens=True),
@@ -391,13 +397,16 @@ def vllm_sampling_kwargs(sampling: SamplingConfig) -> dict[str, Any]:
     Greedy decoding asks for one sequence per prompt (`completions_from_vllm` copies it): the copies would
     be identical, and older vLLM versions reject n > 1 with temperature 0.
     """
-    return {
+    kwargs = {
         "n": 1 if sampling.greedy else sampling.num_samples,
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
         "max_tokens": sampling.max_new_tokens,
         "seed": sampling.seed,
     }
+    if sampling.stop:
+        kwargs |= {"stop": list(sampling.stop), "include_stop_str_in_output": True}
+    return kwargs
 
 
 def completions_from_vllm(

@@ -42,6 +42,7 @@ def rollout_settings(run: dict[str, Any]) -> RolloutSettings:
             top_p=run["top_p"],
             max_new_tokens=run["max_new_tokens"],
             seed=run["seed"],
+            stop=tuple(run["stop"]),
         ),
     )
 
