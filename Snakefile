@@ -9,6 +9,7 @@ include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/rollout.smk"
 include: "rules/pairs.smk"
+include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 

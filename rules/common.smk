@@ -22,6 +22,13 @@ def check_references():
     refs += [(f"runs.{n}.dataset", r["dataset"]) for n, r in config["runs"].items()]
     run_refs = [(f"mining.runs[{i}]", r) for i, r in enumerate(config["mining"]["runs"])]
     run_refs.append(("synthetic.run", config["synthetic"]["run"]))
+    run_refs += [(f"training.sft_data.runs[{i}]", r) for i, r in enumerate(config["training"]["sft_data"]["runs"])]
+    sft_datasets = {config["runs"].get(r, {}).get("dataset") for r in config["training"]["sft_data"]["runs"]}
+    if len(sft_datasets) > 1:
+        raise WorkflowError(
+            "config key training.sft_data.runs names runs on different data sets "
+            f"({', '.join(sorted(map(str, sft_datasets)))}). Fix: list runs of one data set."
+        )
     for key, name in run_refs:
         if name not in config["runs"]:
             raise WorkflowError(
@@ -64,12 +71,32 @@ def data_dir(dataset):
     return f"results/data/{dataset}"
 
 
+ADAPTER_DIR = "results/adapters"
+VARIANTS = config["evaluation"]["variants"]
+
+
+def eval_run_entry(variant):
+    """The rollout run that evaluates a variant: greedy, with repair, on the eval set."""
+    ev = config["evaluation"]
+    return {
+        "dataset": config["eval_dataset"],
+        "adapter": None if variant == "base" else f"{ADAPTER_DIR}/{variant}",
+        "max_turns": ev["max_turns"],
+        "feedback_mode": ev["feedback_mode"],
+        "feedback_detail": ev["feedback_detail"],
+        "limit": ev["limit"],
+        "num_samples": 1,
+        "temperature": 0.0,
+    }
+
+
+EVAL_RUNS = {f"eval_{v}": eval_run_entry(v) for v in VARIANTS}
 RUNS = sorted(config["runs"])
 
 
 def run_settings(run):
     """A rollout run's settings: the `rollout` defaults overridden by the run's own keys."""
-    entry = config["runs"][run]
+    entry = config["runs"][run] if run in config["runs"] else EVAL_RUNS[run]
     settings = {**config["rollout"], **entry}
     settings["vllm"] = {**config["rollout"]["vllm"], **entry.get("vllm", {})}
     settings["model"] = entry.get("model", config["model"]["path"])
@@ -93,3 +120,11 @@ def rollout_model_inputs(wildcards):
 def rollout_env(wildcards):
     """The conda environment of a rollout job: the GPU one (with vLLM) when the run asks for vLLM."""
     return "../envs/gpu.yaml" if run_settings(wildcards.run)["backend"] == "vllm" else "../envs/cpu.yaml"
+
+
+def training_settings(method):
+    """The settings JSON of a training method: its section plus the shared LoRA settings."""
+    return as_json({**config["training"][method], "lora": config["training"]["lora"]})
+
+
+SFT_RUNS = config["training"]["sft_data"]["runs"]

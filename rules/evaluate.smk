@@ -23,3 +23,29 @@ rule score_predictions:
         "python -m workflow_scripts.evaluate --ingested {params.ingested} --pred {input.pred}"
         " --sandbox {params.sandbox:q} {params.keep_distinct}"
         " --out results/predictions/{wildcards.name} > {log} 2>&1"
+
+
+rule compare_variants:
+    input:
+        expand("results/rollouts/eval_{variant}/trajectories.parquet", variant=VARIANTS),
+    output:
+        compare="results/evaluation/compare.parquet",
+        taxonomy="results/evaluation/taxonomy.parquet",
+        routing="results/evaluation/routing.parquet",
+        paired_one_shot="results/evaluation/paired_one_shot.parquet",
+        paired_repair="results/evaluation/paired_repair.parquet",
+        outcomes="results/evaluation/outcomes.parquet",
+        summary="results/evaluation/compare.json",
+    params:
+        variants=" ".join(f"--variant {v}=results/rollouts/eval_{v}" for v in VARIANTS),
+        seed=config["evaluation"]["bootstrap_seed"],
+        out_dir=lambda w, output: os.path.dirname(output.summary),
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        "results/logs/compare_variants.log",
+    benchmark:
+        "results/benchmarks/compare_variants.tsv"
+    shell:
+        "python -m workflow_scripts.stages.compare {params.variants} --seed {params.seed}"
+        " --out-dir {params.out_dir} > {log} 2>&1"

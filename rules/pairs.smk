@@ -29,7 +29,7 @@ rule synthetic_negatives:
         negatives="results/pairs/synthetic/negatives.parquet",
         pairs="results/pairs/synthetic/pairs.parquet",
     params:
-        data_dir=data_dir(run_settings(config["synthetic"]["run"])["dataset"]),
+        data_dir=lambda w, input: os.path.dirname(input.examples),
         settings=as_json(config["synthetic"]),
         run=as_json(run_settings(config["synthetic"]["run"])),
         sandbox=as_json(config["sandbox"]),

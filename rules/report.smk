@@ -3,7 +3,8 @@ rule report:
         datasets=expand("results/data/{dataset}/summary.json", dataset=DATASETS),
         excluded=expand("results/data/{dataset}/excluded.parquet", dataset=DATASETS),
         model=config["model"]["path"],
-        rollouts=expand("results/rollouts/{run}/summary.json", run=RUNS),
+        rollouts=expand("results/rollouts/{run}/summary.json", run=[*RUNS, *EVAL_RUNS]),
+        evaluation="results/evaluation/compare.json",
         retrieval=f"results/retrieval/{config['eval_dataset']}/recall.parquet",
         pairs="results/pairs/merged/quality.json",
         predictions=expand("results/predictions/{name}/summary.json", name=PREDICTIONS),
@@ -13,7 +14,8 @@ rule report:
         title=config["report"]["title"],
         datasets=" ".join(f"--dataset {d}={data_dir(d)}" for d in DATASETS),
         predictions=" ".join(f"--prediction {n}=results/predictions/{n}" for n in PREDICTIONS),
-        rollouts=" ".join(f"--rollout {r}=results/rollouts/{r}" for r in RUNS),
+        rollouts=" ".join(f"--rollout {r}=results/rollouts/{r}" for r in [*RUNS, *EVAL_RUNS]),
+        evaluation=lambda w, input: os.path.dirname(input.evaluation),
     conda:
         "../envs/cpu.yaml"
     log:
@@ -23,4 +25,5 @@ rule report:
     shell:
         "python -m workflow_scripts.report --title {params.title:q} {params.datasets} {params.predictions}"
         " {params.rollouts} --retrieval {input.retrieval} --pairs {input.pairs}"
+        " --evaluation {params.evaluation}"
         " --model {input.model} --out {output} > {log} 2>&1"

@@ -72,9 +72,9 @@ def test_shipped_config_is_valid():
         ("model.path", ""),
         ("rollout.schema_mode", "dense"),
         ("rollout.vllm.gpu_memory_utilization", 1.5),
-        ("runs.base_repair.max_turns", 0),
-        ("runs.base_repair.feedback_mode", "oracle"),
-        ("runs.base_repair.unknown_key", 1),
+        ("runs.train_mining.max_turns", 0),
+        ("runs.train_mining.feedback_mode", "oracle"),
+        ("runs.train_mining.unknown_key", 1),
     ],
 )
 def test_invalid_values_are_rejected(dotted: str, value):

@@ -185,3 +185,22 @@ def test_database_bytes_unchanged_by_schema_reading(concert_root):
     conn.close()
     build_schema(pd.DataFrame({"db_id": ["flat"], "db_path": [str(db)]}))
     assert db.read_bytes() == before
+
+
+def test_artifacts_are_written_atomically_with_usual_permissions(tmp_path):
+    from workflow_scripts.artifacts import atomic_path, write_json
+
+    write_json({"a": 1}, tmp_path / "x.json")
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "y.json") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -73,7 +73,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, default_model: Path) -> Pa
     for name in COPIED:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    # The real model on a small slice, so the whole DAG runs in about a minute.
+    # The real model on a small slice, so that the whole DAG runs in a few minutes.
     set_config(
         work,
         **{
@@ -81,24 +81,53 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, default_model: Path) -> Pa
             "rollout.limit": 3,
             "rollout.max_new_tokens": 32,
             "rollout.threads": 1,
-            "runs.base_repair.max_turns": 2,
             "runs.train_mining.limit": 4,
+            "runs.probe": {"dataset": "demo_dev", "max_turns": 2},  # a greedy run for the shard test
+            "training.threads": 1,
+            "training.sft.max_steps": 2,
+            "training.sft.max_length": 512,
+            "training.dpo.max_steps": 1,
+            "training.dpo.max_length": 512,
+            "evaluation.limit": 3,
+            # Tiny rollouts of a 135M model give few natural pairs: no caps, so the DPO set is never empty.
+            "merge.input_fractions": {},
+            "merge.type_fractions": {},
         },
     )
     snakemake(work)
     return work
 
 
+EVAL = ["eval_base", "eval_dpo", "eval_sft", "eval_sft_dpo"]
+RUNS = sorted(["probe", "train_mining", *EVAL])
+
+
+def rollout_jobs(*runs: str) -> list[str]:
+    return [*["rollout_gather"] * len(runs), *["rollout_shard"] * len(runs)]
+
+
 def test_main_job_reaches_the_report(workdir: Path):
     report = (workdir / "results" / "report" / "index.html").read_text()
-    assert "Data sets" in report and "Base model" in report and "data:image/png;base64," in report
-    assert "Rollouts" in report and "base_repair" in report and "gold-table recall" in report
-    for run, turns in (("base_oneshot", 1), ("base_repair", 2)):
+    for title in (
+        "Data sets",
+        "Base model",
+        "Rollouts",
+        "gold-table recall",
+        "Preference pairs",
+        "Evaluation matrix",
+        "Paired differences",
+    ):
+        assert title in report
+    assert "data:image/png;base64," in report
+    for run in RUNS:
         summary = json.loads((workdir / "results" / "rollouts" / run / "summary.json").read_text())
-        assert summary["examples"] == 3 and summary["max_turns"] == turns
         trajectories = pd.read_parquet(workdir / "results" / "rollouts" / run / "trajectories.parquet")
-        assert trajectories["turn"].max() <= turns and (trajectories["turn"] == 1).sum() == 3
         assert (workdir / "results" / "rollouts" / run / "grpo_rollouts.parquet").is_file()
+        assert trajectories["turn"].max() <= summary["max_turns"]
+        assert run in report
+    for run in EVAL:
+        summary = json.loads((workdir / "results" / "rollouts" / run / "summary.json").read_text())
+        assert summary["examples"] == 3 and summary["max_turns"] == 2
     for name in ("demo_train", "demo_dev"):
         summary = json.loads((workdir / "results" / "data" / name / "summary.json").read_text())
         assert summary["usable"] > 0 and summary["gold_failed"] == 0
@@ -109,37 +138,58 @@ def test_main_job_reaches_the_report(workdir: Path):
     assert (workdir / "results" / "benchmarks" / "report.tsv").is_file()
 
 
+def test_pairs_and_adapters(workdir: Path):
+    import datasets
+
+    merged = workdir / "results" / "pairs" / "merged"
+    quality = json.loads((merged / "quality.json").read_text())
+    assert quality["after"]["pairs"] > 0 and quality["after"]["chosen_executable_rate"] == 1.0
+    train = datasets.load_dataset("parquet", data_files=str(merged / "train.parquet"), split="train")
+    assert len(train) == quality["after"]["pairs"]
+    assert train[0]["prompt"][0]["role"] == "system" and train[0]["chosen"][0]["role"] == "assistant"
+    negatives = pd.read_parquet(workdir / "results" / "pairs" / "synthetic" / "negatives.parquet")
+    assert {"wrong_column", "missing_join", "wrong_aggregation"} <= set(negatives[negatives["kept"]]["type"])
+    for variant in ("sft", "dpo", "sft_dpo"):
+        adapter = workdir / "results" / "adapters" / variant
+        assert (adapter / "adapter_config.json").is_file() and (
+            adapter / "adapter_model.safetensors"
+        ).is_file()
+        assert not (adapter / "ref").exists()
+    compare = pd.read_parquet(workdir / "results" / "evaluation" / "compare.parquet")
+    assert sorted(compare["variant"].unique()) == ["base", "dpo", "sft", "sft_dpo"]
+    assert set(compare["mode"]) == {"one-shot", "repair"}
+    paired = pd.read_parquet(workdir / "results" / "evaluation" / "paired_repair.parquet")
+    assert len(paired) == 6 and paired["McNemar p"].between(0, 1).all()
+
+
 def test_second_run_does_nothing(workdir: Path):
     assert planned_rules(workdir) == []
 
 
 def test_editing_a_key_reruns_only_what_uses_it(workdir: Path):
     original = (workdir / "config.yaml").read_text()
+    everything = ["all", "compare_variants", "demo_data", "ingest", "ingest", "merge_pairs", "mine_pairs",
+                  "report", "retrieval_recall", *rollout_jobs(*RUNS), "synthetic_negatives", "train_dpo",
+                  "train_sft", "train_sft_dpo"]  # fmt: skip
     try:
         set_config(workdir, **{"report.title": "Another title"})
         assert planned_rules(workdir) == ["all", "report"]
-        set_config(workdir, **{"runs.base_repair.feedback_detail": "minimal"})
-        assert planned_rules(workdir) == ["all", "report", "rollout_gather", "rollout_shard"]
+        set_config(workdir, **{"runs.probe.feedback_detail": "minimal"})
+        assert planned_rules(workdir) == ["all", "report", *rollout_jobs("probe")]
+        set_config(workdir, **{"evaluation.feedback_detail": "minimal"})
+        assert planned_rules(workdir) == ["all", "compare_variants", "report", *rollout_jobs(*EVAL)]
+        set_config(workdir, **{"training.sft.max_steps": 3})
+        assert planned_rules(workdir) == sorted(
+            ["all", "compare_variants", "report", *rollout_jobs("eval_sft", "eval_sft_dpo"), "train_sft",
+             "train_sft_dpo"])  # fmt: skip
         set_config(workdir, **{"merge.min_reward_margin": 0.2})
-        assert planned_rules(workdir) == ["all", "merge_pairs", "report"]
-        set_config(workdir, **{"rollout.max_new_tokens": 40})
-        pairs = ["merge_pairs", "mine_pairs", "synthetic_negatives"]
-        rollout = [*["rollout_gather"] * 3, *["rollout_shard"] * 3]
-        # synthetic_negatives takes its prompts from the mining run's settings, so it reruns too.
-        assert planned_rules(workdir) == ["all", *pairs, "report", *rollout]
+        assert planned_rules(workdir) == sorted(
+            ["all", "compare_variants", "merge_pairs", "report", *rollout_jobs("eval_dpo", "eval_sft_dpo"),
+             "train_dpo", "train_sft_dpo"])  # fmt: skip
         set_config(workdir, **{"sandbox.timeout_s": 7.5})
-        assert planned_rules(workdir) == [
-            "all",
-            "ingest",
-            "ingest",
-            *pairs,
-            "report",
-            "retrieval_recall",
-            *rollout,
-        ]
+        assert planned_rules(workdir) == sorted(r for r in everything if r != "demo_data")
         set_config(workdir, **{"demo.seed": 3})
-        everything = ["all", "demo_data", "ingest", "ingest", *pairs, "report", "retrieval_recall", *rollout]
-        assert planned_rules(workdir) == everything
+        assert planned_rules(workdir) == sorted(everything)
     finally:
         (workdir / "config.yaml").write_text(original)
     assert planned_rules(workdir) == []
@@ -202,12 +252,12 @@ def test_bad_dataset_fails_with_one_clear_message_and_no_output(workdir: Path):
 
 
 def test_shards_give_the_same_trajectories(workdir: Path):
-    path = workdir / "results" / "rollouts" / "base_repair" / "trajectories.parquet"
+    path = workdir / "results" / "rollouts" / "probe" / "trajectories.parquet"
     timing = ["latency_s", "exec_s"]
     before = pd.read_parquet(path).drop(columns=timing)
     original = (workdir / "config.yaml").read_text()
     try:
-        set_config(workdir, **{"runs.base_repair.shards": 2})
+        set_config(workdir, **{"runs.probe.shards": 2})
         assert planned_rules(workdir) == ["all", "report", "rollout_gather", "rollout_shard", "rollout_shard"]
         snakemake(workdir)
         after = pd.read_parquet(path).drop(columns=timing)

@@ -291,6 +291,62 @@ def pairs_section(quality_file: Path) -> str:
     return section("pairs", "Preference pairs", body)
 
 
+def ex_figure(compare: pd.DataFrame) -> plt.Figure:
+    """Grouped bars: EX per variant, one-shot and with repair."""
+    variants = list(dict.fromkeys(compare["variant"]))
+    fig, ax = plt.subplots(figsize=(1.4 + 1.3 * len(variants), 3.2))
+    for offset, (mode, color) in zip(
+        (-0.2, 0.2), (("one-shot", "#9fb3c8"), ("repair", "#3e7cb1")), strict=True
+    ):
+        values = compare[compare["mode"] == mode].set_index("variant").reindex(variants)["final EX"]
+        bars = ax.bar([i + offset for i in range(len(variants))], values, width=0.4, color=color, label=mode)
+        ax.bar_label(bars, labels=[f"{v:.0%}" for v in values], fontsize=8, padding=2)
+    ax.set_xticks(range(len(variants)), variants)
+    ax.set_ylabel("execution accuracy (EX)")
+    ax.set_ylim(0, max(0.1, float(compare["final EX"].max()) * 1.25))
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def _pivot_counts(table: pd.DataFrame, row: str) -> pd.DataFrame:
+    """Rows of `row`, one column per variant, cells 'failures (fixed)'."""
+    count_col = "count" if "count" in table.columns else "failures"
+    cells = table.assign(
+        cell=table[count_col].astype(str) + " (" + table["fixed by repair"].astype(str) + ")"
+    )
+    return cells.pivot(index=row, columns="variant", values="cell").fillna("0 (0)").reset_index()
+
+
+def evaluation_section(eval_dir: Path) -> str:
+    """The evaluation matrix: EX per variant and mode, error taxonomy, routing, paired statistics."""
+    compare = pd.read_parquet(eval_dir / "compare.parquet")
+    body = table_html(compare) + figure_html(ex_figure(compare), "EX per variant")
+    body += (
+        '<p class="note">Every variant is rolled out through the same rollout code, prompts and sandbox. '
+        "The one-shot figures are turn 1 of the repair run: with greedy decoding they are the same thing.</p>"
+    )
+    body += "<h3>Error taxonomy: first-turn errors (fixed by repair)</h3>"
+    body += table_html(_pivot_counts(pd.read_parquet(eval_dir / "taxonomy.parquet"), "first-turn error"))
+    body += "<h3>Verifier-aware routing: first-turn failures (fixed by repair)</h3>"
+    body += table_html(_pivot_counts(pd.read_parquet(eval_dir / "routing.parquet"), "route"))
+    body += (
+        '<p class="note"><b>online</b>: executor-visible errors, repairable in any deployment; '
+        "<b>guarded</b>: empty results, repairable with a sanity guard; <b>offline</b>: wrong result or row "
+        "count, which only an external verifier (gold answers, tests) can catch.</p>"
+    )
+    for name, title in (("paired_one_shot", "one-shot"), ("paired_repair", "with repair")):
+        paired = pd.read_parquet(eval_dir / f"{name}.parquet")
+        if len(paired):
+            body += f"<h3>Paired differences, {title}</h3>" + table_html(paired)
+    body += (
+        '<p class="note">ΔEX is measured on the same examples; the interval is a 95% percentile bootstrap '
+        "over examples and p is McNemar's exact test on the discordant examples. An interval that contains 0 "
+        "or p ≥ 0.05 means the difference may be noise.</p>"
+    )
+    return section("evaluation", "Evaluation matrix", body)
+
+
 def predictions_section(pred_dirs: dict[str, Path]) -> str:
     """External predictions scored by the workflow."""
     rows = []
@@ -334,6 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rollout", action="append", default=[], metavar="NAME=DIR")
     parser.add_argument("--retrieval", type=Path, help="retrieval recall Parquet of the eval data set")
     parser.add_argument("--pairs", type=Path, help="quality.json of the Synth20 merge")
+    parser.add_argument("--evaluation", type=Path, help="directory of the compare stage")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -346,6 +403,8 @@ def main(argv: list[str] | None = None) -> None:
         sections.append(("rollout", "Rollouts", rollout_section(_named_dirs(args.rollout), args.retrieval)))
     if args.pairs:
         sections.append(("pairs", "Preference pairs", pairs_section(args.pairs)))
+    if args.evaluation:
+        sections.append(("evaluation", "Evaluation matrix", evaluation_section(args.evaluation)))
     if args.prediction:
         sections.append(
             ("predictions", "External predictions", predictions_section(_named_dirs(args.prediction)))
