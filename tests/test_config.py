@@ -17,7 +17,7 @@ SCHEMA = REPO / "schemas" / "config.schema.yaml"
 def resolve(node: dict, root: dict) -> dict:
     """Merge the properties that `allOf: [{$ref: ...}]` brings into `node`."""
     merged = dict(node)
-    for part in node.get("allOf", []):
+    for part in [*node.get("allOf", []), *([node] if "$ref" in node else [])]:
         target = root
         for step in part["$ref"].removeprefix("#/").split("/"):
             target = target[step]
@@ -52,8 +52,10 @@ def test_every_key_has_a_description_and_a_readme_entry():
         if "properties" in sub:  # sections; their keys are listed one by one
             continue
         # A run may override any rollout key: `runs.NAME.x` is documented as `rollout.x`.
-        documented = key.replace("runs.NAME.", "rollout.") if key.startswith("runs.NAME.") else key
-        assert f"`{key}`" in readme or f"`{documented}`" in readme, f"{key} is not documented in the README"
+        # ... and SFT and DPO share their settings: `training.dpo.x` may be documented as `training.sft.x`.
+        names = {key, key.replace("runs.NAME.", "rollout."), key.replace("training.dpo.", "training.sft."),
+                 key.replace("training.sft.", "training.dpo.")}  # fmt: skip
+        assert any(f"`{n}`" in readme for n in names), f"{key} is not documented in the README"
 
 
 def test_shipped_config_is_valid():
@@ -86,3 +88,17 @@ def test_invalid_values_are_rejected(dotted: str, value):
     node[last] = value
     with pytest.raises(WorkflowError):
         validate(config, str(SCHEMA))
+
+
+def test_gpu_config_file_is_valid_on_top_of_the_default():
+    def update(base: dict, override: dict) -> None:
+        for key, value in override.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                update(base[key], value)
+            else:
+                base[key] = value
+
+    config = load_config()
+    update(config, yaml.safe_load((REPO / "config" / "qwen2.5-coder-3b.yaml").read_text()))
+    validate(config, str(SCHEMA))
+    assert config["rollout"]["backend"] == "vllm" and config["training"]["sft"]["precision"] == "bf16"
