@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from workflow_scripts.artifacts import write_json, write_parquet
 from workflow_scripts.errors import run_cli
 from workflow_scripts.ingest import DatasetSpec, build_schema, normalize_records, read_records
@@ -60,9 +62,8 @@ def ingest(
     return summary
 
 
-def _excluded(skipped, failed):
-    import pandas as pd
-
+def _excluded(skipped: pd.DataFrame, failed: pd.DataFrame) -> pd.DataFrame:
+    """The examples that are never scored: missing database, failing or truncated gold SQL."""
     columns = ["id", "position", "db_id", "question", "gold_sql", "reason", "error_class", "error_message"]
     frames = [f.reindex(columns=columns) for f in (skipped, failed) if len(f)]
     if not frames:
