@@ -77,8 +77,8 @@ def _apply_caps(pool: pd.DataFrame, column: str, fractions: Mapping[str, float])
     sizes = pool[column].value_counts().to_dict()
     capped = {g: n for g, n in sizes.items() if g in fractions}
     keep = cap_counts(capped, fractions, others=len(pool) - sum(capped.values()))
-    rank = pool.groupby(column).cumcount()
-    limit = pool[column].map(lambda g: keep.get(g, len(pool)))
+    rank = pool.groupby(column).cumcount().to_numpy()
+    limit = [keep.get(g, len(pool)) for g in pool[column]]
     return pool[rank < limit]
 
 
