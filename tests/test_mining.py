@@ -139,3 +139,15 @@ def test_synthetic_pairs_and_trl_format(trajectories):
     assert trl["prompt"].iloc[0] == json.loads(prompt)
     assert trl["chosen"].iloc[0] == [{"role": "assistant", "content": "SELECT count(*) FROM singer"}]
     assert trl["rejected"].iloc[0] == [{"role": "assistant", "content": "SELECT max(age) FROM singer"}]
+
+
+def test_merge_of_pairs_read_back_from_parquet(tmp_path):
+    from workflow_scripts.artifacts import write_parquet
+
+    natural = pair_frame(10, "natural", "first_turn_correct_sample_vs_failed_sample")
+    synthetic = pair_frame(10, "synthetic", "synthetic_wrong_column", start=100)
+    for name, frame in (("natural", natural), ("synthetic", synthetic)):
+        write_parquet(frame, tmp_path / f"{name}.parquet")
+    inputs = {name: pd.read_parquet(tmp_path / f"{name}.parquet") for name in ("natural", "synthetic")}
+    merged = merge_pairs(inputs, MergeSettings(input_fractions={"synthetic": 0.2}))
+    assert (merged["input"] == "natural").sum() == 10 and (merged["input"] == "synthetic").sum() == 2
