@@ -16,7 +16,18 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
-COPIED = ["Snakefile", "rules", "schemas", "workflow_scripts", "config.yaml", "profiles"]
+COPIED = [
+    "Snakefile",
+    "rules",
+    "schemas",
+    "workflow_scripts",
+    "config.yaml",
+    "config",
+    "profiles",
+    "envs",
+    "requirements.txt",
+    "requirements-gpu.txt",
+]
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -171,25 +182,25 @@ def test_editing_a_key_reruns_only_what_uses_it(workdir: Path):
     everything = ["all", "compare_variants", "demo_data", "ingest", "ingest", "merge_pairs", "mine_pairs",
                   "report", "retrieval_recall", *rollout_jobs(*RUNS), "synthetic_negatives", "train_dpo",
                   "train_sft", "train_sft_dpo"]  # fmt: skip
+    expected = {
+        "report.title": ["all", "report"],
+        "runs.probe.feedback_detail": ["all", "report", *rollout_jobs("probe")],
+        "evaluation.feedback_detail": ["all", "compare_variants", "report", *rollout_jobs(*EVAL)],
+        "training.sft.max_steps": ["all", "compare_variants", "report",
+                                   *rollout_jobs("eval_sft", "eval_sft_dpo"), "train_sft", "train_sft_dpo"],
+        "merge.min_reward_margin": ["all", "compare_variants", "merge_pairs", "report",
+                                    *rollout_jobs("eval_dpo", "eval_sft_dpo"), "train_dpo", "train_sft_dpo"],
+        "sandbox.timeout_s": [r for r in everything if r != "demo_data"],
+        "demo.seed": everything,
+    }  # fmt: skip
+    values = {"report.title": "Another title", "runs.probe.feedback_detail": "minimal",
+              "evaluation.feedback_detail": "minimal", "training.sft.max_steps": 3,
+              "merge.min_reward_margin": 0.2, "sandbox.timeout_s": 7.5, "demo.seed": 3}  # fmt: skip
     try:
-        set_config(workdir, **{"report.title": "Another title"})
-        assert planned_rules(workdir) == ["all", "report"]
-        set_config(workdir, **{"runs.probe.feedback_detail": "minimal"})
-        assert planned_rules(workdir) == ["all", "report", *rollout_jobs("probe")]
-        set_config(workdir, **{"evaluation.feedback_detail": "minimal"})
-        assert planned_rules(workdir) == ["all", "compare_variants", "report", *rollout_jobs(*EVAL)]
-        set_config(workdir, **{"training.sft.max_steps": 3})
-        assert planned_rules(workdir) == sorted(
-            ["all", "compare_variants", "report", *rollout_jobs("eval_sft", "eval_sft_dpo"), "train_sft",
-             "train_sft_dpo"])  # fmt: skip
-        set_config(workdir, **{"merge.min_reward_margin": 0.2})
-        assert planned_rules(workdir) == sorted(
-            ["all", "compare_variants", "merge_pairs", "report", *rollout_jobs("eval_dpo", "eval_sft_dpo"),
-             "train_dpo", "train_sft_dpo"])  # fmt: skip
-        set_config(workdir, **{"sandbox.timeout_s": 7.5})
-        assert planned_rules(workdir) == sorted(r for r in everything if r != "demo_data")
-        set_config(workdir, **{"demo.seed": 3})
-        assert planned_rules(workdir) == sorted(everything)
+        for key, rules in expected.items():
+            (workdir / "config.yaml").write_text(original)
+            set_config(workdir, **{key: values[key]})
+            assert planned_rules(workdir) == sorted(rules), key
     finally:
         (workdir / "config.yaml").write_text(original)
     assert planned_rules(workdir) == []
