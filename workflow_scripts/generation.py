@@ -284,10 +284,14 @@ class TransformersBackend:
         new_tokens = output[:, padded["input_ids"].shape[1] :].tolist()
         completions = []
         for ids, generated in zip(batch_ids, new_tokens, strict=True):
-            # Rows that ended early on a stop string are padded after it: cut there too.
-            generated = generated[
-                : _count_until_stop(generated, [*self.stop_ids, self.tokenizer.pad_token_id])
-            ]
+            # Rows that ended early on a stop string are padded after it: cut there too, and do not count
+            # the padding, whose presence depends on the other rows of the batch.
+            ends = (*self.stop_ids, self.tokenizer.pad_token_id)
+            generated = generated[: _count_until_stop(generated, ends)]
+            if sampling.stop and generated and generated[-1] in ends:
+                head = self.tokenizer.decode(generated[:-1], skip_special_tokens=True).rstrip()
+                if head.endswith(tuple(sampling.stop)):
+                    generated = generated[:-1]
             completions.append(
                 Completion(
                     text=self.tokenizer.decode(generated, skip_special_tokens=True),
