@@ -167,7 +167,7 @@ def main() -> None:
             flush=True,
         )
         print(
-            f"{'variant':<11} {'s/step':>7} {'ref pass s':>10} {'s/step incl. ref':>16} {'peak RSS GiB':>12}"
+            f"{'variant':<17} {'s/step':>7} {'ref pass s':>10} {'s/step incl. ref':>16} {'peak RSS GiB':>12}"
         )
         results = {}
         for variant in variants:
@@ -178,15 +178,17 @@ def main() -> None:
             with_ref = per_step + ref / metrics["steps"]
             results[variant] = metrics
             print(
-                f"{variant:<11} {per_step:7.1f} {ref:10.1f} {with_ref:16.1f} "
+                f"{variant:<17} {per_step:7.1f} {ref:10.1f} {with_ref:16.1f} "
                 f"{metrics['peak_rss_mib'] / 1024:12.2f}",
                 flush=True,
             )
         print(f"load average after: {load()}")
-        if "sft" in results:
-            base = results["sft"]["peak_rss_mib"]
-            for variant in (v for v in variants if v != "sft"):
-                print(f"{variant} / sft peak RSS: {results[variant]['peak_rss_mib'] / base:.2f}x")
+        for variant in (v for v in variants if v.startswith("dpo")):
+            # Compare with the SFT run that scores the LM head the same way.
+            base = "sft-all-positions" if variant.endswith("-all-positions") else "sft"
+            if base in results:
+                ratio = results[variant]["peak_rss_mib"] / results[base]["peak_rss_mib"]
+                print(f"{variant} / {base} peak RSS: {ratio:.2f}x")
 
 
 def load() -> str:

@@ -10,9 +10,12 @@ the run's metrics.json, nothing else), so both generation backends load it: vLLM
 transformers as a `PeftModel` (see `generation.TransformersBackend`). The adapter is trained in a staging
 directory beside `out_dir` and renamed into place only when the run succeeded.
 
-Measured on a 2-core CPU (SmolLM2-135M, r=16 on q/k/v/o, batch 4, ~350-token sequences): fp32 with gradient
-checkpointing is the fastest setting there (bf16 autocast is slower on that CPU and changes outputs), so
-precision "auto" means bf16 on a CUDA GPU and fp32 elsewhere.
+Measured on a 2-core CPU (SmolLM2-135M, r=16 on q/k/v/o, batch 4, ~365-token sequences, fp32, gradient
+checkpointing; benchmarks/train.py): SFT 11.2 s/step at 2.1 GiB peak RSS; DPO 16.5 s/step plus a 7 s/step
+share of the reference pass, at 3.7 GiB (a DPO batch of 4 pairs runs 8 sequences). bf16 autocast is slower
+on that CPU and changes outputs, so precision "auto" means bf16 on a CUDA GPU and fp32 elsewhere. On CPU
+trl's fused LM head is made to score the completion tokens only (`_completion_only_lm_head`), which halves
+DPO's memory.
 """
 
 from __future__ import annotations
@@ -443,8 +446,6 @@ def train_sft(
     completion tokens only. `out_dir` gets the PEFT adapter and `metrics.json` (the returned metrics plus
     `provenance`); it replaces an existing `out_dir` only when training succeeded.
     """
-    from trl import SFTConfig, SFTTrainer
-
     model_path = Path(model_path)
     check_model_dir(model_path)
     _require_columns(data, SFT_COLUMNS, "SFT examples")
@@ -454,6 +455,8 @@ def train_sft(
         "roll out more train examples (or enable the gold SQL) so that some SQL is correct.",
     )
     dataset = _sft_dataset(data)
+    from trl import SFTConfig, SFTTrainer  # imported after the input checks: it takes seconds
+
     with _staging_dir(Path(out_dir)) as staging, _completion_only_lm_head():
         model, tokenizer, dtype = _load(model_path, settings)
         config = SFTConfig(
@@ -607,11 +610,11 @@ def _completion_only_lm_head() -> Iterator[None]:
     it scores only the positions that have a label (the completion); elsewhere it scores every position,
     prompt included, so that tile shapes stay fixed for compilers such as Neuron's. On CPU that is pure
     waste: with ~330-token prompts and ~30-token SQL, it projects 10x more positions through the 49k-word
-    head in tiles of up to 4096 x 32768 floats. Measured here (batch 4, ~360 tokens, fp32, checkpointing):
-    DPO peaked at 6.4 GiB RSS scoring every position and at 2.7 GiB scoring the completion only (SFT:
-    3.4 -> 2.0 GiB), with the same losses. trl decides through `trl.trainer.utils._use_triton` (bound there
-    at import; the kernels keep their own reference, so they still run their torch code on CPU). With a
-    trl that lacks it, nothing changes.
+    head in tiles of up to 4096 x 32768 floats. Measured here (benchmarks/train.py: batch 4, ~365 tokens,
+    fp32, checkpointing), scoring every position -> the completion only: DPO 6.8 -> 3.7 GiB peak RSS and
+    30.1 -> 16.5 s/step; SFT 3.6 -> 2.1 GiB and 16.6 -> 11.2 s/step; the log-probs are the same. trl
+    decides through `trl.trainer.utils._use_triton` (bound there at import; the kernels keep their own
+    reference, so they still run their torch code on CPU). With a trl that lacks it, nothing changes.
     """
     import trl.trainer.utils as trl_utils
 
