@@ -11,6 +11,7 @@ include: "rules/rollout.smk"
 include: "rules/pairs.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/alignment.smk"
 include: "rules/report.smk"
 
 

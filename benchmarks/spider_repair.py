@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--dbs", type=int, default=20)
     parser.add_argument("--per-db", type=int, default=3)
     parser.add_argument("--max-turns", type=int, default=3)
-    parser.add_argument("--feedback-mode", default="execution")
+    parser.add_argument("--feedback-mode", default="online_visible")
+    parser.add_argument("--repair-scope", default="online_guarded")
     parser.add_argument("--feedback-detail", default="column")
     parser.add_argument("--schema-mode", default="bm25_fk")
     parser.add_argument("--top-k", type=int, default=4)
@@ -46,6 +47,7 @@ def main() -> None:
         max_turns=args.max_turns,
         feedback_mode=args.feedback_mode,
         feedback_detail=args.feedback_detail,
+        repair_scope=args.repair_scope,
         sampling=SamplingConfig(max_new_tokens=args.max_new_tokens, stop=(";",)),
     )
     with tempdir() as tmp:
@@ -59,7 +61,8 @@ def main() -> None:
     summary = summarize(trajectories, len(prepared), args.max_turns)
     print(
         f"Spider train, {args.dbs} held-out databases x {args.per_db} questions = {len(prepared)} examples; "
-        f"schema {args.schema_mode} top-{args.top_k}; feedback {args.feedback_mode}/{args.feedback_detail}; "
+        f"schema {args.schema_mode} top-{args.top_k}; "
+        f"feedback {args.feedback_mode}/{args.feedback_detail}/{args.repair_scope}; "
         f"{args.max_turns} turns; {seconds:.0f} s"
     )
     for key in (

@@ -35,6 +35,11 @@ def check_references():
                 f"config key {key} names rollout run {name!r}, which is not under `runs` "
                 f"(defined: {', '.join(sorted(config['runs']))}). Fix: add the run or correct {key}."
             )
+    if config["repair_study"]["enabled"] and "base" not in config["evaluation"]["variants"]:
+        raise WorkflowError(
+            "config key repair_study.enabled is true, but the study starts from the answers of eval_base and "
+            "evaluation.variants lacks `base`. Fix: add base to evaluation.variants or disable the study."
+        )
     for key, name in refs:
         if name not in config["datasets"]:
             raise WorkflowError(
@@ -84,6 +89,7 @@ def eval_run_entry(variant):
         "max_turns": ev["max_turns"],
         "feedback_mode": ev["feedback_mode"],
         "feedback_detail": ev["feedback_detail"],
+        "repair_scope": ev["repair_scope"],
         "limit": ev["limit"],
         "num_samples": 1,
         "temperature": 0.0,
@@ -91,7 +97,17 @@ def eval_run_entry(variant):
 
 
 EVAL_RUNS = {f"eval_{v}": eval_run_entry(v) for v in VARIANTS}
+# The alignment-aware selection study: SFT adapters on an aligned and a random subset, evaluated like a variant
+# on the first alignment.selection.eval_limit examples (rules/alignment.smk).
+SELECTION = config["alignment"]["selection"]
+SELECTION_SUBSETS = ["aligned", "random"] if SELECTION["enabled"] else []
+SELECTION_LIMIT = SELECTION["eval_limit"] or config["evaluation"]["limit"]
+EVAL_RUNS.update(
+    {f"eval_sft_{s}": {**eval_run_entry(f"sft_{s}"), "limit": SELECTION_LIMIT} for s in SELECTION_SUBSETS}
+)
 RUNS = sorted(config["runs"])
+# The feedback mode x repair scope study on eval_base's first turn (rule repair_study, rules/rollout.smk).
+REPAIR_STUDY = config["repair_study"]
 
 
 def run_settings(run):
@@ -120,6 +136,11 @@ def rollout_model_inputs(wildcards):
 def rollout_env(wildcards):
     """The conda environment of a rollout job: the GPU one (with vLLM) when the run asks for vLLM."""
     return "../envs/gpu.yaml" if run_settings(wildcards.run)["backend"] == "vllm" else "../envs/cpu.yaml"
+
+
+def cpus_per_gpu(settings):
+    """CPUs a GPU job asks the scheduler for per GPU: its `threads` over its `gpus` (0 for a CPU job)."""
+    return -(-settings["threads"] // settings["gpus"]) if settings["gpus"] else 0
 
 
 def training_settings(method):

@@ -8,6 +8,11 @@ rule mine_pairs:
         data_dir=lambda w: data_dir(run_settings(w.run)["dataset"]),
         use_gold="--use-gold-when-failed" if config["mining"]["use_gold_when_failed"] else "",
         max_pairs=config["mining"]["max_pairs_per_group"],
+        min_cost_gap=(
+            f"--min-cost-gap {config['mining']['min_cost_gap']}"
+            if config["mining"]["min_cost_gap"] is not None
+            else ""
+        ),
     conda:
         "../envs/cpu.yaml"
     log:
@@ -17,7 +22,7 @@ rule mine_pairs:
     shell:
         "python -m workflow_scripts.stages.pairs mine --run {wildcards.run} --trajectories {input.trajectories}"
         " --data-dir {params.data_dir} {params.use_gold} --max-pairs-per-group {params.max_pairs}"
-        " --out {output} > {log} 2>&1"
+        " {params.min_cost_gap} --out {output} > {log} 2>&1"
 
 
 rule synthetic_negatives:

@@ -8,6 +8,8 @@ rule report:
         retrieval=f"results/retrieval/{config['eval_dataset']}/recall.parquet",
         pairs="results/pairs/merged/quality.json",
         predictions=expand("results/predictions/{name}/summary.json", name=PREDICTIONS),
+        alignment="results/alignment/summary.json",
+        repair_study=["results/repair_study/study.parquet"] if REPAIR_STUDY["enabled"] else [],
     output:
         "results/report/index.html",
     params:
@@ -16,6 +18,9 @@ rule report:
         predictions=" ".join(f"--prediction {n}=results/predictions/{n}" for n in PREDICTIONS),
         rollouts=" ".join(f"--rollout {r}=results/rollouts/{r}" for r in [*RUNS, *EVAL_RUNS]),
         evaluation=lambda w, input: os.path.dirname(input.evaluation),
+        alignment=lambda w, input: os.path.dirname(input.alignment),
+        repair_study=lambda w, input: " ".join(f"--repair-study {f}" for f in input.repair_study),
+        costs=" ".join(f"--cost {v}=results/rollouts/eval_{v}" for v in VARIANTS),
     conda:
         "../envs/cpu.yaml"
     log:
@@ -25,5 +30,6 @@ rule report:
     shell:
         "python -m workflow_scripts.report --title {params.title:q} {params.datasets} {params.predictions}"
         " {params.rollouts} --retrieval {input.retrieval} --pairs {input.pairs}"
-        " --evaluation {params.evaluation}"
+        " --evaluation {params.evaluation} --alignment {params.alignment}"
+        " {params.repair_study} {params.costs}"
         " --model {input.model} --out {output} > {log} 2>&1"

@@ -14,7 +14,9 @@ rule rollout_shard:
     threads: lambda w: run_settings(w.run)["threads"]
     resources:
         gpu=lambda w: run_settings(w.run)["gpus"],
+        cpus_per_gpu=lambda w: cpus_per_gpu(run_settings(w.run)),
         mem_mb=8000,
+        runtime=240,
     conda:
         rollout_env
     log:
@@ -67,3 +69,42 @@ rule retrieval_recall:
     shell:
         "python -m workflow_scripts.stages.retrieval --data-dir {params.data_dir} --top-k {params.top_k}"
         " --fk-hops {params.fk_hops} --cell-values {params.cell_values} --out {output} > {log} 2>&1"
+
+
+if REPAIR_STUDY["enabled"]:
+
+    rule repair_study:
+        input:
+            model=run_settings("eval_base")["model"],
+            first_turn="results/rollouts/eval_base/trajectories.parquet",
+            examples=f"{data_dir(config['eval_dataset'])}/examples.parquet",
+            gold=f"{data_dir(config['eval_dataset'])}/gold.parquet",
+            schema=f"{data_dir(config['eval_dataset'])}/schema.parquet",
+        output:
+            trajectories="results/repair_study/trajectories.parquet",
+            table="results/repair_study/study.parquet",
+            summary="results/repair_study/summary.json",
+        params:
+            settings=as_json(run_settings("eval_base")),
+            study=as_json(REPAIR_STUDY),
+            data_dir=lambda w, input: os.path.dirname(input.examples),
+            sandbox=as_json(config["sandbox"]),
+            keep_distinct="--keep-distinct" if config["matching"]["keep_distinct"] else "",
+            out_dir=lambda w, output: os.path.dirname(output.table),
+        threads: run_settings("eval_base")["threads"]
+        resources:
+            gpu=run_settings("eval_base")["gpus"],
+            cpus_per_gpu=cpus_per_gpu(run_settings("eval_base")),
+            mem_mb=8000,
+            runtime=240,
+        conda:
+            "../envs/gpu.yaml" if run_settings("eval_base")["backend"] == "vllm" else "../envs/cpu.yaml"
+        log:
+            "results/logs/repair_study.log",
+        benchmark:
+            "results/benchmarks/repair_study.tsv"
+        shell:
+            "python -m workflow_scripts.stages.rollout study --settings {params.settings:q}"
+            " --study {params.study:q} --data-dir {params.data_dir} --first-turn {input.first_turn}"
+            " --sandbox {params.sandbox:q} {params.keep_distinct} --threads {threads}"
+            " --out-dir {params.out_dir} > {log} 2>&1"

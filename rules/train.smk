@@ -15,7 +15,9 @@ rule train_sft:
     threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
+        cpus_per_gpu=cpus_per_gpu(config["training"]),
         mem_mb=8000,
+        runtime=720,
     conda:
         "../envs/cpu.yaml"
     log:
@@ -39,7 +41,9 @@ rule train_dpo:
     threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
+        cpus_per_gpu=cpus_per_gpu(config["training"]),
         mem_mb=12000,
+        runtime=720,
     conda:
         "../envs/cpu.yaml"
     log:
@@ -63,7 +67,9 @@ rule train_sft_dpo:
     threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
+        cpus_per_gpu=cpus_per_gpu(config["training"]),
         mem_mb=12000,
+        runtime=720,
     conda:
         "../envs/cpu.yaml"
     log:

@@ -33,6 +33,28 @@ def make_concert_db(path: Path) -> Path:
     return path
 
 
+def ingest_concert_questions(root: Path, questions: dict[str, str], name: str) -> dict:
+    """Ingest data set `name` = {question: gold SQL} on a concert database under `root`: frames and `dir`."""
+    import pandas as pd
+
+    from workflow_scripts.ingest import DatasetSpec
+    from workflow_scripts.stages.ingest import ingest
+
+    make_concert_db(root / "db" / "concert" / "concert.sqlite")
+    records = [{"db_id": "concert", "question": q, "query": s} for q, s in questions.items()]
+    (root / "data.json").write_text(json.dumps(records))
+    out = root / "ingested"
+    ingest(
+        DatasetSpec(name, root / "data.json", root / "db"),
+        out,
+        missing_db="error",
+        sandbox_cfg={"workers": 1, "timeout_s": 2.0},
+        keep_distinct=False,
+    )
+    frames = {name: pd.read_parquet(out / f"{name}.parquet") for name in ("examples", "gold", "schema")}
+    return {**frames, "dir": out}
+
+
 @pytest.fixture
 def concert_root(tmp_path: Path) -> Path:
     """A db_root with databases `concert` ({root}/concert/concert.sqlite) and `flat` ({root}/flat.sqlite)."""

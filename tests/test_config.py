@@ -77,6 +77,12 @@ def test_shipped_config_is_valid():
         ("runs.train_mining.max_turns", 0),
         ("runs.train_mining.feedback_mode", "oracle"),
         ("runs.train_mining.unknown_key", 1),
+        ("alignment.alpha", 0),
+        ("alignment.c", -1.0),
+        ("alignment.ngram_max", 0),
+        ("alignment.sample_size.k", [0]),
+        ("alignment.selection.size", 0),
+        ("alignment.selection.unknown", 1),
     ],
 )
 def test_invalid_values_are_rejected(dotted: str, value):

@@ -7,7 +7,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from workflow_scripts.feedback import GoldShape, alias_bindings, feedback_text, needs_repair
+from workflow_scripts.feedback import (
+    FEEDBACK_MODES,
+    GoldShape,
+    alias_bindings,
+    canonical_mode,
+    feedback_text,
+    needs_repair,
+    repair_signal,
+)
+from workflow_scripts.guards import rule_guards
 from workflow_scripts.ingest import read_schema
 from workflow_scripts.matching import verdict
 from workflow_scripts.retrieval import tables_from_schema
@@ -38,7 +47,11 @@ def feedback(env, sql: str, mode: str = "execution", detail: str = "column", sho
         detail=detail,
         shown=shown or tables,
         all_tables=tables,
-        gold=GoldShape(len(gold.rows), len(gold.columns)),
+        # The rollout passes gold rows only in oracle_rows mode; here every mode gets them, so the tests
+        # show that no other mode prints them even when it could.
+        gold=GoldShape(len(gold.rows), len(gold.columns), tuple(gold.rows[:3])),
+        verdict=v,
+        guards=rule_guards(sql) if result.ok else [],
     )
     return text, v
 
@@ -120,20 +133,148 @@ def test_empty_answer_asks_for_a_select(env):
     assert v == "empty_query" and "No SQL query was found" in text
 
 
+# Real failures of each kind an attempt can have (the gold answer is Peru's singers ordered by age).
+FAILURES = {
+    "error": "SELECT nme FROM singer WHERE country = 'France'",
+    "empty": "SELECT name FROM singer WHERE age > 1000",
+    "wrong": "SELECT name FROM singer WHERE country = 'France'",
+    "guarded": "SELECT name, max(age) FROM singer WHERE country = 'France'",
+}
+
+
+@pytest.mark.parametrize("mode", FEEDBACK_MODES)
+@pytest.mark.parametrize("kind", FAILURES)
+def test_no_mode_reveals_gold_sql_and_only_oracle_rows_shows_gold_rows(env, mode, kind):
+    text, v = feedback(env, FAILURES[kind], mode=mode)
+    assert v != "correct"
+    _, _, _, gold = env
+    assert GOLD_SQL not in text and "Peru" not in text
+    shown_gold = [repr(name) for (name,) in gold.rows if repr(name) in text]
+    if mode == "oracle_rows":
+        assert shown_gold == [repr(name) for (name,) in gold.rows[:3]]
+        assert "First rows of the expected answer: ('Singer 1'); ('Singer 4'); ('Singer 7')." in text
+    else:
+        assert shown_gold == [] and "expected answer:" not in text
+
+
+def test_error_only_says_nothing_about_results(env):
+    text, _ = feedback(env, FAILURES["error"], mode="error_only")
+    assert "no such column: nme" in text
+    for kind in ("empty", "wrong", "guarded"):
+        text, _ = feedback(env, FAILURES[kind], mode="error_only")
+        assert "ran without an SQLite error" in text
+        assert "row" not in text and "Warning" not in text and "expected" not in text
+
+
+def test_online_visible_shows_empty_results_and_guard_warnings_only(env):
+    text, _ = feedback(env, FAILURES["empty"], mode="online_visible")
+    assert "returned no rows" in text and "expected" not in text
+    text, _ = feedback(env, FAILURES["wrong"], mode="online_visible")
+    assert "returned 6 rows with 1 column(s)" in text and "expected" not in text and "Warning" not in text
+    text, _ = feedback(env, FAILURES["guarded"], mode="online_visible")
+    assert "Warning: The query mixes aggregate functions with plain columns (name)" in text
+    assert "expected" not in text
+
+
+def test_result_status_adds_the_match_and_gold_size(env):
+    text, _ = feedback(env, FAILURES["wrong"], mode="result_status")
+    assert "does not match the expected answer" in text and "The expected answer has 7 row(s)." in text
+    assert "First rows of your result: ('Singer 3'); ('Singer 6'); ('Singer 9')." in text
+    text, _ = feedback(env, FAILURES["guarded"], mode="result_status")
+    assert "Warning:" in text and "returned 1 row with 2 column(s)" in text
+    assert "The expected answer has 1 column(s)." in text
+    text, _ = feedback(env, FAILURES["empty"], mode="result_status")
+    assert "The expected answer is not empty." in text
+    text, v = feedback(env, GOLD_SQL, mode="result_status")
+    assert v == "correct" and "This result matches the expected answer." in text
+
+
+def test_execution_is_an_alias_of_online_visible(env):
+    assert canonical_mode("execution") == "online_visible"
+    for sql in FAILURES.values():
+        assert feedback(env, sql, mode="execution") == feedback(env, sql, mode="online_visible")
+    with pytest.raises(ValueError, match="unknown feedback mode 'oracle'"):
+        canonical_mode("oracle")
+
+
 @pytest.mark.parametrize(
-    ("sql", "mode", "repair"),
+    ("kind", "scope", "signal"),
     [
-        ("SELECT nme FROM singer", "execution", True),
-        ("SELECT name FROM singer WHERE age > 1000", "execution", True),
-        ("SELECT name FROM singer", "execution", False),  # wrong, but an executor cannot tell
-        ("SELECT name FROM singer", "result_status", True),
-        (GOLD_SQL, "result_status", False),
+        ("error", "verified", "error"),
+        ("error", "online", "error"),
+        ("error", "online_guarded", "error"),
+        ("empty", "verified", "empty_result"),
+        ("empty", "online", None),
+        ("empty", "online_guarded", "empty_result"),
+        ("wrong", "verified", "wrong_result"),
+        ("wrong", "online", None),  # wrong, but an executor cannot tell
+        ("wrong", "online_guarded", None),
+        ("guarded", "verified", "wrong_result"),
+        ("guarded", "online", None),
+        ("guarded", "online_guarded", "rule_guard"),
+        ("gold", "verified", None),
+        ("gold", "online", None),
+        ("gold", "online_guarded", None),
     ],
 )
-def test_needs_repair_follows_what_the_verifier_sees(env, sql, mode, repair):
+def test_repair_scope_decides_what_is_repaired(env, kind, scope, signal):
     db, _, sandbox, gold = env
+    sql = GOLD_SQL if kind == "gold" else FAILURES[kind]
     result = sandbox.execute(db, sql)
-    assert needs_repair(result, verdict(gold, result, order_matters=True), mode) is repair
+    v = verdict(gold, result, order_matters=True)
+    guards = rule_guards(sql) if result.ok else []
+    assert repair_signal(result, v, scope, guards) == signal
+    assert needs_repair(result, v, scope, guards) is (signal is not None)
+
+
+def test_unknown_scope_is_rejected(env):
+    db, _, sandbox, gold = env
+    with pytest.raises(ValueError, match="unknown repair scope"):
+        repair_signal(sandbox.execute(db, GOLD_SQL), "correct", "oracle")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("sql", "fired"),
+    [
+        ("SELECT name, max(age) FROM singer", ["aggregate_without_group_by"]),
+        ("SELECT avg(age) AS a, country FROM singer", ["aggregate_without_group_by"]),
+        ("SELECT CASE WHEN max(age) > 30 THEN name END FROM singer", ["aggregate_without_group_by"]),
+        ("SELECT x FROM (SELECT name AS x, count(*) FROM singer)", ["aggregate_without_group_by"]),
+        ("SELECT country, count(*) FROM singer GROUP BY country", []),
+        ("SELECT max(age) - min(age) FROM singer", []),
+        ("SELECT name FROM singer WHERE age = (SELECT max(age) FROM singer)", []),
+        ("SELECT country, count(*) FROM singer WHERE country = 'Peru'", []),  # one value: no GROUP BY needed
+        ('SELECT country, count(*) FROM singer WHERE country = "Peru"', []),  # SQLite reads "Peru" as text
+        ("SELECT country, count(*) FROM singer WHERE age > 30", ["aggregate_without_group_by"]),
+        ("SELECT name, count(*) OVER () FROM singer", []),
+        ("SELECT name, venue FROM singer, concert", ["join_without_condition"]),
+        ("SELECT name, venue FROM singer JOIN concert", ["join_without_condition"]),
+        ("SELECT name, venue FROM singer CROSS JOIN concert", ["join_without_condition"]),
+        ("SELECT name FROM singer AS s, concert AS c WHERE s.singer_id = c.singer_id", []),
+        ("SELECT name FROM singer JOIN concert ON singer.singer_id = concert.singer_id", []),
+        ("SELECT name FROM singer JOIN concert USING (singer_id)", []),
+        ("SELECT name FROM singer NATURAL JOIN concert", []),
+        (
+            "SELECT s.name FROM concert AS c JOIN singer AS t JOIN singer AS s ON c.singer_id = s.singer_id "
+            "AND t.singer_id = s.singer_id",
+            [],
+        ),  # linked by the next join's ON
+        (
+            "SELECT s.name FROM concert AS c JOIN singer AS t JOIN singer AS s ON c.singer_id = s.singer_id",
+            ["join_without_condition"],
+        ),
+        (
+            "SELECT name, count(*) FROM singer, concert",
+            ["aggregate_without_group_by", "join_without_condition"],
+        ),
+        ("SELEC nonsense (((", []),
+    ],
+)
+def test_rule_guards_flag_queries_sqlite_runs_without_error(env, sql, fired):
+    db, _, sandbox, _ = env
+    assert [g.guard for g in rule_guards(sql)] == fired
+    if fired:  # the reason guards exist: SQLite itself raises nothing
+        assert sandbox.execute(db, sql).ok
 
 
 def test_alias_bindings():

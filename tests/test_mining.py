@@ -32,6 +32,7 @@ def trajectories(data):  # noqa: F811
         max_turns=2,
         repair_samples=2,
         feedback_mode="result_status",
+        repair_scope="verified",
         sampling=SamplingConfig(num_samples=2, temperature=0.7),
     )
 
@@ -151,3 +152,63 @@ def test_merge_of_pairs_read_back_from_parquet(tmp_path):
     inputs = {name: pd.read_parquet(tmp_path / f"{name}.parquet") for name in ("natural", "synthetic")}
     merged = merge_pairs(inputs, MergeSettings(input_fractions={"synthetic": 0.2}))
     assert (merged["input"] == "natural").sum() == 10 and (merged["input"] == "synthetic").sum() == 2
+
+
+CHEAP = "SELECT name FROM singer WHERE country = 'Peru'"  # SCAN singer
+SORTED = CHEAP + " ORDER BY age"  # SCAN singer, USE TEMP B-TREE FOR ORDER BY
+CORRELATED = (  # SCAN s, CORRELATED SCALAR SUBQUERY 1, SEARCH t USING INTEGER PRIMARY KEY
+    "SELECT name FROM singer AS s WHERE (SELECT country FROM singer AS t WHERE t.singer_id = s.singer_id) "
+    "= 'Peru'"
+)
+
+
+@pytest.fixture(scope="module")
+def three_correct(data):  # noqa: F811
+    from workflow_scripts.generation import SamplingConfig
+
+    script = {**SCRIPT, PERU: [[CHEAP, SORTED, CORRELATED, "SELECT name FROM singer"]]}
+    return rollout(data, ScriptedBackend(script), sampling=SamplingConfig(num_samples=4, temperature=0.7))
+
+
+def test_cheaper_correct_pairs_prefer_the_cheaper_plan(three_correct):
+    peru = three_correct[three_correct["sql"].isin([CHEAP, SORTED, CORRELATED])]
+    assert peru["correct"].all()
+    # From the real query plans: 1 access + 2 full scan; + 2 temp B-tree; 2 accesses + 2 scan + 3 correlated.
+    assert dict(zip(peru["sql"], peru["plan_cost"], strict=True)) == {
+        CHEAP: 3.0,
+        SORTED: 5.0,
+        CORRELATED: 7.0,
+    }
+    pairs = mine_pairs(three_correct, "train", min_cost_gap=2.0, max_pairs_per_group=5)
+    cheaper = pairs[pairs["type"] == "cheaper_correct"]
+    assert list(zip(cheaper["chosen"], cheaper["rejected"], strict=True)) == [
+        (CHEAP, CORRELATED),  # the largest gap first
+        (CHEAP, SORTED),
+        (SORTED, CORRELATED),
+    ]
+    assert (cheaper["chosen_cost"] < cheaper["rejected_cost"]).all()
+    assert (cheaper["margin"] == 0).all() and (cheaper["rejected_verdict"] == "correct").all()
+    # A wider gap leaves only the widest pair; no gap, no cost pairs; and the cap bounds the group.
+    widest = mine_pairs(three_correct, "train", min_cost_gap=3.0)
+    assert list(widest.loc[widest["type"] == "cheaper_correct", "rejected"]) == [CORRELATED]
+    assert "cheaper_correct" not in set(mine_pairs(three_correct, "train")["type"])
+    capped = mine_pairs(three_correct, "train", min_cost_gap=0.5, max_pairs_per_group=1)
+    assert (capped["type"] == "cheaper_correct").sum() == 1
+    # The failed sample still gives an ordinary pair.
+    assert "first_turn_correct_sample_vs_failed_sample" in set(pairs["type"])
+
+
+def test_merge_keeps_cost_pairs_despite_zero_margin_and_caps_them():
+    natural = pd.concat([
+        pair_frame(20, "natural", "first_turn_correct_sample_vs_failed_sample"),
+        pair_frame(20, "natural", "cheaper_correct", start=100, margin=0.0, rejected_reward=1.0,
+                   rejected_verdict="correct"),
+        pair_frame(5, "natural", "first_turn_correct_sample_vs_failed_sample", start=200, margin=0.0),
+    ])  # fmt: skip
+    settings = MergeSettings(type_fractions={"cheaper_correct": 0.2}, min_reward_margin=0.1)
+    merged = merge_pairs({"natural": natural}, settings)
+    assert (merged["type"] == "cheaper_correct").sum() == 5  # 5 <= 0.2 * (20 + 5)
+    assert (
+        merged["type"] == "first_turn_correct_sample_vs_failed_sample"
+    ).sum() == 20  # margin-0 ones dropped
+    assert quality(merged)["cost_pairs"] == 5

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import ingest_concert_questions
 from workflow_scripts.generation import Completion, SamplingConfig
-from workflow_scripts.ingest import DatasetSpec
 from workflow_scripts.rollout import (
     RolloutSettings,
     grpo_groups,
@@ -25,7 +25,6 @@ from workflow_scripts.rollout import (
 )
 from workflow_scripts.sandbox import Sandbox
 from workflow_scripts.scoring import MatchSettings
-from workflow_scripts.stages.ingest import ingest
 
 QUESTIONS = {
     "How many singers are there?": "SELECT count(*) FROM singer",
@@ -60,21 +59,7 @@ class ScriptedBackend:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from tests.conftest import make_concert_db
-
-    root = tmp_path_factory.mktemp("rollout")
-    make_concert_db(root / "db" / "concert" / "concert.sqlite")
-    records = [{"db_id": "concert", "question": q, "query": s} for q, s in QUESTIONS.items()]
-    (root / "data.json").write_text(json.dumps(records))
-    out = root / "ingested"
-    ingest(
-        DatasetSpec("t", root / "data.json", root / "db"),
-        out,
-        missing_db="error",
-        sandbox_cfg={"workers": 1, "timeout_s": 2.0},
-        keep_distinct=False,
-    )
-    return {name: pd.read_parquet(out / f"{name}.parquet") for name in ("examples", "gold", "schema")}
+    return ingest_concert_questions(tmp_path_factory.mktemp("rollout"), QUESTIONS, "t")
 
 
 def rollout(data, backend, **settings) -> pd.DataFrame:
@@ -127,7 +112,9 @@ def test_repair_loop_execution_feedback(data):
 
 
 def test_result_status_feedback_repairs_wrong_results_too(data):
-    t = rollout(data, ScriptedBackend(SCRIPT), max_turns=3, feedback_mode="result_status")
+    t = rollout(
+        data, ScriptedBackend(SCRIPT), max_turns=3, feedback_mode="result_status", repair_scope="verified"
+    )
     venues = t[t["sql"].str.contains("venue")].sort_values("turn")
     assert list(venues["turn"]) == [1, 2, 3]
     assert list(venues["reward"]) == [0.2, 0.2, -0.5]

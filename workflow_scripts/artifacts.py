@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,12 +44,32 @@ def _umask() -> int:
     return mask
 
 
+@functools.cache
+def code_version() -> dict[str, str]:
+    """The package version, a SHA-256 of the package's source files and, in a git checkout, the commit.
+
+    The source hash tells two runs of the same code apart from runs of edited code even outside git.
+    """
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
+    version = {"version": __version__, "source_sha256": digest.hexdigest()}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode == 0:
+            version["git_commit"] = commit.stdout.strip()
+    return version
+
+
 def write_parquet(df: pd.DataFrame, path: str | Path, provenance: dict[str, Any] | None = None) -> None:
     """Write `df` as Parquet with the code version and `provenance` (e.g. config values) in its metadata."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[METADATA_KEY] = json.dumps(
-        {"version": __version__, **(provenance or {})}, sort_keys=True, default=str
+        {**code_version(), **(provenance or {})}, sort_keys=True, default=str
     ).encode()
     table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:

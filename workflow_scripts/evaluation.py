@@ -13,6 +13,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from workflow_scripts.rollout import final_answers
 from workflow_scripts.sandbox import ERROR_CLASSES
 
 # Every execution error class is something an executor sees, with no reference answer.
@@ -36,11 +37,12 @@ def route(verdict: str) -> str | None:
 
 
 def outcomes(trajectories: pd.DataFrame) -> pd.DataFrame:
-    """Per example: first-turn verdict, whether turn 1 and the final turn are correct, executability."""
+    """Per example: first-turn verdict, whether turn 1 and the final answer are correct, executability."""
     t = trajectories.sort_values(["example_id", "sample", "turn", "candidate"])
     first = t[(t["turn"] == 1) & (t["sample"] == 0)].set_index("example_id")
-    final = t.groupby("example_id")["correct"].any()
-    last = t.groupby("example_id").tail(1).set_index("example_id")
+    answers = final_answers(t)
+    final = answers.groupby("example_id")["correct"].any()
+    last = answers.groupby("example_id").tail(1).set_index("example_id")
     return pd.DataFrame({
         "first_verdict": first["verdict"],
         "first_correct": first["correct"],

@@ -27,11 +27,16 @@ class MergeSettings:
 
 
 def filter_pairs(pairs: pd.DataFrame, settings: MergeSettings) -> pd.DataFrame:
-    """Drop pairs that teach nothing: unverified chosen SQL, small margins, distant or duplicate pairs."""
+    """Drop pairs that teach nothing: unverified chosen SQL, small margins, distant or duplicate pairs.
+
+    A pair whose rejected SQL is verified correct too (a cost pair: its preference is the cost gap it was
+    mined with, its reward margin is 0) is exempt from the reward-margin filter.
+    """
+    cost_pair = pairs["rejected_verdict"] == "correct"
     keep = (
         (pairs["chosen_verdict"] == "correct")
         & (pairs["chosen"] != pairs["rejected"])
-        & (pairs["margin"] >= settings.min_reward_margin)
+        & ((pairs["margin"] >= settings.min_reward_margin) | cost_pair)
         & (pairs["edit_ratio"] <= settings.max_edit_ratio)
     )
     return pairs[keep].drop_duplicates(["prompt", "chosen", "rejected"]).reset_index(drop=True)
@@ -93,6 +98,7 @@ def quality(pairs: pd.DataFrame, *, negatives: pd.DataFrame | None = None) -> di
         "synthetic": synthetic,
         "synthetic_fraction": round(synthetic / n, 4) if n else None,
         "gold_fallback": int((pairs["type"] == "gold_vs_failed_attempt").sum()) if n else 0,
+        "cost_pairs": int((pairs["type"] == "cheaper_correct").sum()) if n else 0,
         "mean_reward_margin": round(float(pairs["margin"].mean()), 4) if n else None,
         "mean_edit_ratio": round(float(pairs["edit_ratio"].mean()), 4) if n else None,
         "duplicate_rate": round(duplicates / n, 4) if n else None,

@@ -9,6 +9,10 @@ Natural pair types, from the most to the least informative:
 - `gold_vs_failed_attempt`: the gold SQL against a failed first-turn attempt when every attempt at the
   example failed (only with `use_gold_when_failed`; it never counts as a model prediction).
 
+A cost-only type teaches which correct SQL to prefer:
+- `cheaper_correct`: two correct candidates of the same prompt whose query-plan costs (`query_cost`) differ
+  by at least `min_cost_gap`; the cheaper one is chosen. Both rewards are equal (margin 0).
+
 The chosen and the rejected SQL of a pair always answer the exact prompt stored with the pair.
 """
 
@@ -27,12 +31,13 @@ NATURAL_TYPES: tuple[str, ...] = (
     "self_repair_success_vs_failed_attempt",
     "gold_vs_failed_attempt",
 )
+COST_TYPES: tuple[str, ...] = ("cheaper_correct",)
 GOLD_REWARD = 1.0
 
 PAIR_COLUMNS = [
     "pair_id", "type", "origin", "source", "example_id", "db_id", "prompt", "chosen", "rejected",
     "chosen_reward", "rejected_reward", "margin", "chosen_status", "rejected_status", "chosen_verdict",
-    "rejected_verdict", "edit_ratio",
+    "rejected_verdict", "edit_ratio", "chosen_cost", "rejected_cost",
 ]  # fmt: skip
 
 
@@ -77,7 +82,15 @@ def _pair(kind: str, source: str, chosen: pd.Series | dict, rejected: pd.Series 
         "rejected_status": rejected["status"],
         "chosen_verdict": chosen["verdict"],
         "rejected_verdict": rejected["verdict"],
+        "chosen_cost": _cost(chosen),
+        "rejected_cost": _cost(rejected),
     }
+
+
+def _cost(candidate: pd.Series | dict) -> float | None:
+    """The candidate's plan cost, None when unknown (a failed query, gold SQL, old trajectories)."""
+    value = candidate.get("plan_cost")
+    return None if value is None or pd.isna(value) else float(value)
 
 
 def _cross(kind: str, source: str, group: pd.DataFrame, limit: int) -> list[dict]:
@@ -88,6 +101,19 @@ def _cross(kind: str, source: str, group: pd.DataFrame, limit: int) -> list[dict
             list(product(good.iterrows(), bad.iterrows()))[:limit]]  # fmt: skip
 
 
+def cheaper_correct_pairs(group: pd.DataFrame, source: str, min_gap: float, limit: int) -> list[dict]:
+    """Up to `limit` (cheaper, costlier) pairs of correct candidates of one prompt, largest cost gap first.
+
+    Only candidates with a plan cost count; two SQL strings are paired when their costs differ by at least
+    `min_gap`.
+    """
+    correct = group[group["correct"] & group["plan_cost"].notna()].drop_duplicates("sql")
+    ranked = [(c, r) for (_, c), (_, r) in product(correct.iterrows(), correct.iterrows())
+              if r["plan_cost"] - c["plan_cost"] >= min_gap]  # fmt: skip
+    ranked.sort(key=lambda cr: cr[0]["plan_cost"] - cr[1]["plan_cost"])
+    return [_pair("cheaper_correct", source, c, r, c["prompt"]) for c, r in ranked[:limit]]
+
+
 def mine_pairs(
     trajectories: pd.DataFrame,
     source: str,
@@ -95,10 +121,12 @@ def mine_pairs(
     gold_sql: dict[str, str] | None = None,
     use_gold_when_failed: bool = False,
     max_pairs_per_group: int = 2,
+    min_cost_gap: float | None = None,
 ) -> pd.DataFrame:
     """Return the natural preference pairs of one rollout's trajectories.
 
-    `gold_sql` maps example ids to gold SQL; it is needed only with `use_gold_when_failed`.
+    `gold_sql` maps example ids to gold SQL; it is needed only with `use_gold_when_failed`. With
+    `min_cost_gap`, `cheaper_correct` pairs are mined too (trajectories need the `plan_cost` column).
     """
     t = trajectories
     pairs: list[dict] = []
@@ -119,6 +147,11 @@ def mine_pairs(
                     parent["prompt"],
                 )
             )
+    if min_cost_gap is not None:
+        if "plan_cost" not in t:
+            raise ValueError("min_cost_gap needs trajectories with query plan costs (column plan_cost)")
+        for _, group in t.groupby("prompt", sort=False):
+            pairs += cheaper_correct_pairs(group, source, min_cost_gap, max_pairs_per_group)
     if use_gold_when_failed:
         if gold_sql is None:
             raise ValueError("use_gold_when_failed needs the gold SQL of the examples")
@@ -152,6 +185,7 @@ def synthetic_pairs(
         # The reward a rollout gives this SQL as a first-turn answer with repair turns left.
         "rejected_reward": 0.2 if n["executes"] else -0.2, "chosen_status": "ok",
         "rejected_status": n["status"], "chosen_verdict": "correct", "rejected_verdict": n["verdict"],
+        "chosen_cost": None, "rejected_cost": None,
     } for _, n in kept.iterrows()]  # fmt: skip
     return finish_pairs(pd.DataFrame(rows))
 

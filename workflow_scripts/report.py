@@ -8,6 +8,7 @@ import datetime as dt
 import html
 import io
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +21,7 @@ from workflow_scripts import __version__  # noqa: E402
 from workflow_scripts.artifacts import write_text  # noqa: E402
 from workflow_scripts.errors import run_cli  # noqa: E402
 from workflow_scripts.model import describe_model  # noqa: E402
+from workflow_scripts.rollout import final_answers  # noqa: E402
 
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto;
@@ -133,7 +135,11 @@ def rollout_metrics_table(summaries: dict[str, dict]) -> pd.DataFrame:
     """One row of headline metrics per rollout run."""
     return pd.DataFrame([{
         "run": name, "data set": s["dataset"], "turns": s["max_turns"],
-        "feedback": f"{s['feedback_mode']} / {s['feedback_detail']}" if s["max_turns"] > 1 else "-",
+        "feedback": (
+            f"{s['feedback_mode']} / {s['feedback_detail']} / {s.get('repair_scope', '-')}"
+            if s["max_turns"] > 1
+            else "-"
+        ),
         "samples": s["num_samples"], "first-turn EX": s["first_turn_ex"], "final EX": s["final_ex"],
         "executable (first)": s["first_turn_executable"], "executable (final)": s["final_executable"],
         "schema-valid": s["schema_valid"], "repair SR": s["repair_success_rate"],
@@ -207,9 +213,11 @@ def rollout_section(run_dirs: dict[str, Path], recall_file: Path | None) -> str:
     trajectories = {n: pd.read_parquet(d / "trajectories.parquet") for n, d in run_dirs.items()}
     body = table_html(rollout_metrics_table(summaries))
     body += (
-        '<p class="note">EX is at example level (any sample correct). Repair SR is the share of repaired '
-        "trajectories that end correct. Feedback <code>execution</code> uses only what an executor sees "
-        "(deployable); <code>result_status</code> also says whether the result matches gold.</p>"
+        '<p class="note">EX is at example level (any sample\'s final answer correct). Repair SR is the share '
+        "of repaired trajectories that end correct. Feedback is mode / detail / repair scope: "
+        "<code>online_visible</code> (alias <code>execution</code>) says only what a deployed system sees; "
+        "<code>result_status</code> also whether the result matches gold. The repair scope says which "
+        "failures are repaired (<code>verified</code> needs a gold verifier).</p>"
     )
     body += "<h3>Failures by turn</h3>" + figure_html(errors_by_turn_figure(trajectories), "failures by turn")
     for name, t in trajectories.items():
@@ -241,6 +249,7 @@ QUALITY_ROWS = {
     "mean_edit_ratio": "mean edit-distance ratio", "duplicate_rate": "duplicate rate",
     "chosen_executable_rate": "chosen executable", "chosen_verified_rate": "chosen verified correct",
     "executable_hard_negative_rate": "executable hard negatives",
+    "cost_pairs": "cost pairs (cheaper_correct)",
 }  # fmt: skip
 
 
@@ -347,6 +356,198 @@ def evaluation_section(eval_dir: Path) -> str:
     return section("evaluation", "Evaluation matrix", body)
 
 
+def cost_figure(costs: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Box and strip plots of the plan cost and the execution time of correct predictions, per variant."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    names = list(costs)
+    for ax, column, label in zip(
+        axes, ("plan_cost", "exec_ms"), ("plan cost (EXPLAIN QUERY PLAN)", "execution time (ms)"), strict=True
+    ):
+        values = [costs[n][column].dropna().to_numpy() for n in names]
+        ax.boxplot(values, showfliers=False, widths=0.5)
+        for i, v in enumerate(values, start=1):
+            jitter = [i + 0.12 * ((k % 5) - 2) / 2 for k in range(len(v))]
+            ax.scatter(jitter, v, s=10, alpha=0.6, color="#3e7cb1", zorder=3)
+        ax.set_xticks(range(1, len(names) + 1), names)
+        ax.set_ylabel(label)
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def cost_section(variant_dirs: dict[str, Path]) -> str:
+    """Query cost of the correct final answers of every variant's eval rollout."""
+    costs, rows = {}, []
+    for variant, d in variant_dirs.items():
+        final = final_answers(pd.read_parquet(d / "trajectories.parquet"))
+        correct = final[final["correct"]]
+        if "plan_cost" not in correct:
+            continue
+        correct = correct.assign(exec_ms=correct["exec_s"] * 1000)
+        costs[variant] = correct
+        n = len(correct)
+        rows.append({
+            "variant": variant, "correct predictions": n,
+            "median plan cost": correct["plan_cost"].median() if n else None,
+            "mean table accesses": correct["plan_table_accesses"].mean() if n else None,
+            "mean full scans": correct["plan_full_scans"].mean() if n else None,
+            "mean temp B-trees": correct["plan_temp_btrees"].mean() if n else None,
+            "cartesian joins": int(correct["plan_cartesian_joins"].sum()) if n else 0,
+            "median exec ms": correct["exec_ms"].median() if n else None,
+        })  # fmt: skip
+    body = table_html(pd.DataFrame(rows))
+    if any(len(c) for c in costs.values()):
+        body += figure_html(cost_figure(costs), "query cost of correct predictions")
+    body += (
+        '<p class="note">Each correct final answer is explained by SQLite (<code>EXPLAIN QUERY PLAN</code>, '
+        "in the sandbox, on the SQL as executed). Plan cost = table accesses + 2·full scans without an index "
+        "+ 2·temporary B-trees + 2·automatic indexes + 3·correlated subqueries + 8·cartesian joins: a "
+        "unitless order of queries on one database, not a time. Execution time excludes opening the "
+        "database; on small databases it is dominated by noise.</p>"
+    )
+    return section("cost", "Query cost", body)
+
+
+def repair_study_figure(table: pd.DataFrame) -> plt.Figure:
+    """Heatmaps of final EX and repair success rate: feedback modes (rows) by repair scopes (columns)."""
+    modes = list(dict.fromkeys(table["feedback_mode"]))
+    scopes = list(dict.fromkeys(table["repair_scope"]))
+    fig, axes = plt.subplots(1, 2, figsize=(3.2 + 2.2 * len(scopes), 0.9 + 0.55 * len(modes)))
+    for ax, column in zip(axes, ("final EX", "repair SR"), strict=True):
+        grid = table.pivot(index="feedback_mode", columns="repair_scope", values=column)
+        grid = grid.reindex(index=modes, columns=scopes).astype(float)
+        ax.imshow(grid.to_numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        for (i, j), value in pd.DataFrame(grid.to_numpy()).stack(future_stack=True).items():
+            shown = "–" if pd.isna(value) else f"{value:.0%}"
+            ax.text(j, i, shown, ha="center", va="center", fontsize=8,
+                    color="white" if not pd.isna(value) and value > 0.6 else "#1f2933")  # fmt: skip
+        ax.set_xticks(range(len(scopes)), scopes, fontsize=8)
+        ax.set_yticks(range(len(modes)), modes, fontsize=8)
+        ax.set_title(column, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def repair_study_section(study_file: Path) -> str:
+    """The feedback mode × repair scope study on the base model's eval answers."""
+    table = pd.read_parquet(study_file)
+    body = table_html(table) + figure_html(repair_study_figure(table), "repair study heatmaps")
+    body += (
+        '<p class="note">The same first-turn answers of the base model (<code>eval_base</code>) repaired '
+        "under each feedback mode (what the feedback reveals) and repair scope (what is repaired). "
+        "<b>verified</b> needs a gold verifier; <b>online</b> and <b>online_guarded</b> are what a deployed "
+        "system can do, and <b>error_only</b> and <b>online_visible</b> what it can say. <b>fixed</b>: wrong "
+        "at turn 1, right in the end; <b>broken</b>: right at turn 1, wrong in the end (a guard sent a right "
+        "answer to repair); <b>accepted wrong</b>: wrong final answers the scope let through. "
+        "<b>oracle_rows</b> shows gold rows and is an upper bound, not a deployable setting.</p>"
+    )
+    return section("repair-study", "Repair study: feedback mode × repair scope", body)
+
+
+def ar_figure(variants: pd.DataFrame, r: float) -> plt.Figure:
+    """Scatter of each trained variant's AR against its ΔEX over base (one-shot and with repair)."""
+    points = variants[variants["AR"].notna()]
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for column, marker, color in (("ΔEX one-shot", "o", "#3e7cb1"), ("ΔEX repair", "^", "#e0a458")):
+        ax.scatter(points["AR"], points[column], marker=marker, color=color, label=column)
+    for row in points.itertuples(index=False):
+        ax.annotate(row.variant, (row.AR, row[points.columns.get_loc("ΔEX one-shot")]), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")  # fmt: skip
+    ax.axhline(0, color="#c0c6cc", linewidth=0.8)
+    ax.axvline(1, color="#c0c6cc", linewidth=0.8, linestyle="--")
+    ax.set_xlabel("AR = A_KL(target‖train) / A_KL(target‖base predictions)")
+    ax.set_ylabel("ΔEX over base")
+    shown = "n/a" if pd.isna(r) else f"{r:.2f}"
+    ax.set_title(f"Pearson r (one-shot) = {shown}, {len(points)} variants", fontsize=9)
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def sample_size_figure(summary: pd.DataFrame) -> plt.Figure:
+    """A_KL(target_k‖train) per k (mean and 5–95% of the draws) for each training set."""
+    ks = list(dict.fromkeys(summary["k"]))
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    sets = list(dict.fromkeys(summary["set"]))
+    for i, name in enumerate(sets):
+        rows = summary[summary["set"] == name].set_index("k").reindex(ks)
+        x = [j + (i - (len(sets) - 1) / 2) * 0.06 for j in range(len(ks))]
+        err = [rows["A_KL_mean"] - rows["A_KL_p05"], rows["A_KL_p95"] - rows["A_KL_mean"]]
+        ax.errorbar(x, rows["A_KL_mean"], yerr=err, marker="o", markersize=3, capsize=2, label=name)
+    ax.set_xticks(range(len(ks)), ks)
+    ax.set_xlabel("target queries per database (k)")
+    ax.set_ylabel("A_KL(target_k‖train)")
+    ax.legend(frameon=False, fontsize=7, ncols=2)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def selection_table(selection: dict, table: pd.DataFrame, variants: pd.DataFrame) -> pd.DataFrame:
+    """The aligned and the random SFT subset: size, A_KL(target‖subset) and the EX of their adapters."""
+    rows = []
+    by_set = table.set_index("set")
+    by_variant = variants.set_index("variant")
+    for name in ("aligned", "random"):
+        row = {"subset": name, "SFT examples": selection["size"], "A_KL(target‖subset)": math.nan}
+        if f"sft_{name}" in by_set.index:
+            row["A_KL(target‖subset)"] = by_set.loc[f"sft_{name}", "A_KL"]
+        if f"sft_{name}" in by_variant.index:
+            v = by_variant.loc[f"sft_{name}"]
+            row |= {c: v[c] for c in ("examples", "one-shot EX", "repair EX", "ΔEX one-shot", "ΔEX repair")}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def alignment_section(alignment_dir: Path) -> str:
+    """Structural KL alignment: the table, AR against ΔEX, the sample-size study, the selection study."""
+    summary = json.loads((alignment_dir / "summary.json").read_text())
+    table = pd.read_parquet(alignment_dir / "alignment.parquet")
+    variants = pd.read_parquet(alignment_dir / "variants.parquet")
+    target = summary["target"]
+    body = (
+        f"<p>Target: the gold SQL of the {target['queries']} evaluated examples ({target['databases']} "
+        f"database(s), {target['unparsed']} unparsed, {target['ngrams']} distinct n-grams). "
+        f"n-grams up to {summary['ngram_max']}, smoothing α = {summary['alpha']}, "
+        f"c = {summary['c']:.4g} ({html.escape(summary['c_rule'])}).</p>"
+    )
+    body += table_html(table)
+    body += (
+        '<p class="note">D_KL(target‖set) over the structural n-grams of the SQL templates (identifiers and '
+        "literals removed); A_KL = exp(−D_KL / c); OVLP = the share of the target's n-gram mass that the "
+        "set contains; AR = A_KL(target‖train) / A_KL(target‖base predictions): above 1 the training set is "
+        "closer to the target's structure than the base model already is. Predictions are each variant's "
+        "turn-1 SQL; unparsed queries are counted and add no n-gram.</p>"
+    )
+    corr = summary["correlation_one_shot"]
+    body += "<h3>AR against ΔEX</h3>" + table_html(variants)
+    body += figure_html(ar_figure(variants, corr["r"]), "AR against ΔEX")
+    body += (
+        f'<p class="note">{corr["points"]} trained variant(s). A correlation over so few points (and ΔEX '
+        "measured on few examples) is anecdotal: read it as a direction, not as evidence. ΔEX is on the "
+        "examples both the variant and base were evaluated on.</p>"
+    )
+    ss = pd.read_parquet(alignment_dir / "sample_size_summary.parquet")
+    if len(ss):
+        body += "<h3>Sample size: the target cut to k queries per database</h3>"
+        body += figure_html(sample_size_figure(ss), "A_KL against target sample size") + table_html(ss)
+        body += (
+            '<p class="note">Each draw keeps k target queries per database (all when it has fewer); bars '
+            "are the 5th–95th percentiles of the draws, on the scale c of the table. <b>rank_agreement</b> "
+            "is the share of draws that order the training sets as the whole target does: the paper's claim "
+            "that 1–2 queries per database suffice holds here when it is high at k = 1, 2.</p>"
+        )
+    selection = summary.get("selection")
+    if selection:
+        body += "<h3>Alignment-aware selection</h3>" + table_html(selection_table(selection, table, variants))
+        body += (
+            f'<p class="note">Two SFT subsets of {selection["size"]} of the {selection["pool"]} SFT '
+            "examples: greedy, maximising A_KL(target‖subset), and seeded random; each trains an adapter "
+            "with the SFT settings, evaluated like a variant. The target's gold SQL only ranks training "
+            "queries; none of it enters the training data.</p>"
+        )
+    return section("alignment", "Alignment", body)
+
+
 def predictions_section(pred_dirs: dict[str, Path]) -> str:
     """External predictions scored by the workflow."""
     rows = []
@@ -391,6 +592,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retrieval", type=Path, help="retrieval recall Parquet of the eval data set")
     parser.add_argument("--pairs", type=Path, help="quality.json of the Synth20 merge")
     parser.add_argument("--evaluation", type=Path, help="directory of the compare stage")
+    parser.add_argument("--alignment", type=Path, help="directory of the alignment stage")
+    parser.add_argument("--repair-study", type=Path, help="study.parquet of the repair study")
+    parser.add_argument("--cost", action="append", default=[], metavar="VARIANT=DIR", help="eval rollout dir")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -405,6 +609,12 @@ def main(argv: list[str] | None = None) -> None:
         sections.append(("pairs", "Preference pairs", pairs_section(args.pairs)))
     if args.evaluation:
         sections.append(("evaluation", "Evaluation matrix", evaluation_section(args.evaluation)))
+    if args.cost:
+        sections.append(("cost", "Query cost", cost_section(_named_dirs(args.cost))))
+    if args.repair_study:
+        sections.append(("repair-study", "Repair study", repair_study_section(args.repair_study)))
+    if args.alignment:
+        sections.append(("alignment", "Alignment", alignment_section(args.alignment)))
     if args.prediction:
         sections.append(
             ("predictions", "External predictions", predictions_section(_named_dirs(args.prediction)))

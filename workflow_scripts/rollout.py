@@ -2,7 +2,11 @@
 
 Turns are synchronous: turn t generates for every still-failing trajectory at once, so a backend sees
 large batches. A trajectory is one first-turn sample; at each repair turn it gets `repair_samples` candidates
-from the same repair prompt and goes on from the first correct one (else the first one).
+from the same repair prompt and goes on from the first one the scope's verifier accepts (else the first).
+Only failures inside `repair_scope` are repaired: any other attempt is the trajectory's final answer.
+Every executed candidate also gets its rule-guard signals and its query plan and cost (`query_cost`).
+A rollout may start from given first-turn completions (`first_turn`), e.g. those of an earlier greedy run,
+and then only generates the repair turns.
 """
 
 from __future__ import annotations
@@ -14,9 +18,18 @@ from typing import Any
 
 import pandas as pd
 
-from workflow_scripts.feedback import GoldShape, feedback_text, needs_repair
-from workflow_scripts.generation import Backend, SamplingConfig, extract_sql
+from workflow_scripts.feedback import (
+    REPAIR_SCOPES,
+    GoldShape,
+    RepairScope,
+    canonical_mode,
+    feedback_text,
+    repair_signal,
+)
+from workflow_scripts.generation import Backend, Completion, SamplingConfig, extract_sql
+from workflow_scripts.guards import GuardSignal, rule_guards
 from workflow_scripts.matching import verdict as match_verdict
+from workflow_scripts.query_cost import COST_COLUMNS, cost_columns
 from workflow_scripts.retrieval import (
     Table,
     gold_tables,
@@ -46,10 +59,16 @@ class RolloutSettings:
     fk_hops: int = 1
     cell_values: int = 0
     max_turns: int = 1
-    feedback_mode: str = "execution"
+    feedback_mode: str = "online_visible"
     feedback_detail: str = "column"
+    repair_scope: str = "online_guarded"
     repair_samples: int = 1
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feedback_mode", canonical_mode(self.feedback_mode))
+        if self.repair_scope not in REPAIR_SCOPES:
+            raise ValueError(f"unknown repair scope {self.repair_scope!r}; known: {', '.join(REPAIR_SCOPES)}")
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,9 @@ class _Candidate:
     latency_s: float
     result: ExecResult | None = None
     verdict: str = ""
+    guards: list[GuardSignal] = field(default_factory=list)
+    signal: str | None = None  # why the scope's verifier sends it to repair (None: accepted)
+    stop_reason: str | None = None  # set on the candidate a trajectory ends with
 
     def id(self, examples: Sequence[PreparedExample]) -> str:
         return f"{examples[self.example].id}/s{self.sample}/t{self.turn}/c{self.index}"
@@ -161,9 +183,14 @@ def _generate(
     requests: list[tuple[int, int, str | None, Messages]],
     sampling: SamplingConfig,
     turn: int,
+    outputs: Sequence[Sequence[Completion]] | None = None,
 ) -> list[_Candidate]:
-    """Generate for (example, sample, parent id, prompt) requests; `sampling.num_samples` each."""
-    outputs = backend.generate([r[3] for r in requests], sampling)
+    """Generate for (example, sample, parent id, prompt) requests; `sampling.num_samples` each.
+
+    Given `outputs` (one list of completions per request) are used instead of generating.
+    """
+    if outputs is None:
+        outputs = backend.generate([r[3] for r in requests], sampling)
     candidates = []
     for (example, sample, parent, prompt), completions in zip(requests, outputs, strict=True):
         for index, c in enumerate(completions):
@@ -186,13 +213,55 @@ def _generate(
 
 
 def _execute(
-    candidates: list[_Candidate], examples: Sequence[PreparedExample], sandbox: Sandbox, match: MatchSettings
+    candidates: list[_Candidate],
+    examples: Sequence[PreparedExample],
+    sandbox: Sandbox,
+    match: MatchSettings,
+    scope: RepairScope,
 ) -> None:
+    """Execute the candidates (with query plans), score them and ask the scope's verifier about them."""
     jobs = [(examples[c.example].db_path, match.prepare(c.sql)) for c in candidates]
-    for c, result in zip(candidates, sandbox.execute_many(jobs), strict=True):
+    for c, result in zip(candidates, sandbox.execute_many(jobs, explain=True), strict=True):
         ex = examples[c.example]
         c.result = result
         c.verdict = match_verdict(ex.gold, result, order_matters=ex.order_matters)
+        c.guards = rule_guards(c.sql) if result.status == "ok" else []
+        c.signal = repair_signal(result, c.verdict, scope, c.guards)
+
+
+def _gold_shape(ex: PreparedExample, mode: str) -> GoldShape:
+    """What feedback of `mode` may know about the gold result (its rows only for `oracle_rows`)."""
+    rows = tuple(ex.gold.rows[:3]) if mode == "oracle_rows" else ()
+    return GoldShape(len(ex.gold.rows), len(ex.gold.columns), rows)
+
+
+def first_turn_outputs(
+    trajectories: pd.DataFrame, examples: Sequence[PreparedExample]
+) -> list[list[Completion]]:
+    """Return the turn-1 completions of `trajectories` for each example, for `run_rollout(first_turn=...)`.
+
+    Raises ValueError when an example has no turn-1 candidate or its stored prompt differs from the one the
+    settings build now (then the completions would answer another prompt).
+    """
+    first = trajectories[trajectories["turn"] == 1].sort_values(["example_id", "sample"], kind="stable")
+    by_id = {eid: group for eid, group in first.groupby("example_id", sort=False)}
+    outputs = []
+    for ex in examples:
+        if ex.id not in by_id:
+            raise ValueError(f"example {ex.id} has no turn-1 candidate in the given trajectories")
+        group = by_id[ex.id]
+        if json.loads(group["prompt"].iloc[0]) != ex.prompt:
+            raise ValueError(
+                f"the stored turn-1 prompt of example {ex.id} differs from the prompt built now: the first "
+                "turn was rolled out with other retrieval or schema settings"
+            )
+        outputs.append(
+            [
+                Completion(r.raw_output, int(r.prompt_tokens), int(r.completion_tokens), float(r.latency_s))
+                for r in group.itertuples(index=False)
+            ]
+        )
+    return outputs
 
 
 def run_rollout(
@@ -203,32 +272,42 @@ def run_rollout(
     match: MatchSettings,
     *,
     progress: bool = True,
+    first_turn: Sequence[Sequence[Completion]] | None = None,
 ) -> pd.DataFrame:
-    """Run the rollout and return its trajectories: one row per candidate per turn."""
+    """Run the rollout and return its trajectories: one row per candidate per turn.
+
+    `first_turn` (one list of completions per example, e.g. from `first_turn_outputs`) replaces the
+    generation of turn 1; the backend then only generates repairs.
+    """
     from tqdm.auto import tqdm
 
+    scope: RepairScope = settings.repair_scope  # type: ignore[assignment]
     first_sampling = settings.sampling
     repair_sampling = SamplingConfig(**{**first_sampling.__dict__, "num_samples": settings.repair_samples})
-    rows: list[dict[str, Any]] = []
+    generated: list[_Candidate] = []
     feedback_of: dict[str, str] = {}
     turns = tqdm(range(1, settings.max_turns + 1), desc="rollout turns", disable=not progress, unit="turn")
     heads: list[_Candidate] = []
     for turn in turns:
+        given = None
         if turn == 1:
             requests = [(i, 0, None, ex.prompt) for i, ex in enumerate(examples)]
-            sampling = first_sampling
+            sampling, given = first_sampling, first_turn
         else:
             requests = []
             for head in heads:
                 ex = examples[head.example]
+                assert head.result is not None
                 text = feedback_text(
                     head.sql,
                     head.result,
-                    mode=settings.feedback_mode,  # type: ignore[arg-type]
+                    mode=settings.feedback_mode,
                     detail=settings.feedback_detail,  # type: ignore[arg-type]
                     shown=ex.shown,
                     all_tables=ex.all_tables,
-                    gold=GoldShape(len(ex.gold.rows), len(ex.gold.columns)),
+                    gold=_gold_shape(ex, settings.feedback_mode),
+                    verdict=head.verdict,
+                    guards=head.guards,
                 )
                 head_id = head.id(examples)
                 feedback_of[head_id] = text
@@ -238,29 +317,37 @@ def run_rollout(
             sampling = repair_sampling
         if not requests:
             break
-        candidates = _generate(backend, requests, sampling, turn)
-        _execute(candidates, examples, sandbox, match)
-        rows += [_row(c, examples, settings) for c in candidates]
-        heads = [h for h in _heads(candidates) if needs_repair(h.result, h.verdict, settings.feedback_mode)]  # type: ignore[arg-type]
+        candidates = _generate(backend, requests, sampling, turn, given)
+        _execute(candidates, examples, sandbox, match, scope)
+        generated += candidates
+        heads = []
+        for head in _heads(candidates):
+            if head.signal is None:
+                head.stop_reason = "correct" if head.verdict == "correct" else "out_of_scope"
+            elif turn == settings.max_turns:
+                head.stop_reason = "turn_limit"
+            else:
+                heads.append(head)
         turns.set_postfix(failing=len(heads))
+    rows = [_row(c, examples, settings) for c in generated]
     for row in rows:
         row["feedback"] = feedback_of.get(row["candidate_id"])
     return pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)
 
 
 def _heads(candidates: list[_Candidate]) -> list[_Candidate]:
-    """The candidate each trajectory goes on from: the first correct one of its group, else the first."""
+    """The candidate each trajectory goes on from: the first its scope's verifier accepts, else the first."""
     groups: dict[tuple[int, int], list[_Candidate]] = {}
     for c in candidates:
         groups.setdefault((c.example, c.sample), []).append(c)
-    return [next((c for c in group if c.verdict == "correct"), group[0]) for group in groups.values()]
+    return [next((c for c in group if c.signal is None), group[0]) for group in groups.values()]
 
 
 TRAJECTORY_COLUMNS = [
     "example_id", "db_id", "sample", "turn", "candidate", "candidate_id", "parent_id", "prompt", "raw_output",
     "sql", "status", "error_class", "error_message", "verdict", "correct", "executable", "schema_valid",
     "reward", "n_rows", "prompt_tokens", "completion_tokens", "latency_s", "exec_s", "feedback",
-    "selected_tables", "gold_tables", "table_recall",
+    "selected_tables", "gold_tables", "table_recall", "guards", "repair_signal", "stop_reason", *COST_COLUMNS,
 ]  # fmt: skip
 
 
@@ -298,6 +385,10 @@ def _row(c: _Candidate, examples: Sequence[PreparedExample], settings: RolloutSe
         "selected_tables": json.dumps(ex.selected_tables),
         "gold_tables": json.dumps(ex.gold_tables),
         "table_recall": ex.table_recall,
+        "guards": json.dumps([g.guard for g in c.guards]),
+        "repair_signal": c.signal,
+        "stop_reason": c.stop_reason,
+        **cost_columns(result.plan),
     }
 
 
@@ -305,18 +396,38 @@ def _rate(values: pd.Series) -> float | None:
     return round(float(values.mean()), 6) if len(values) else None
 
 
+def final_answers(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """One row per trajectory (example, sample): the candidate it ended with, i.e. its final answer.
+
+    That is the candidate with a `stop_reason`; for trajectories written before stop reasons were recorded,
+    the first correct candidate, else the last one.
+    """
+    t = trajectories.sort_values(["example_id", "sample", "turn", "candidate"], kind="stable")
+    if "stop_reason" in t and t["stop_reason"].notna().any():
+        return t[t["stop_reason"].notna()].reset_index(drop=True)
+    keys = ["example_id", "sample"]
+    first_correct = t[t["correct"]].groupby(keys).head(1)
+    last = t.groupby(keys).tail(1)
+    last = last[~last.set_index(keys).index.isin(first_correct.set_index(keys).index)]
+    return pd.concat([first_correct, last]).sort_values(keys, kind="stable").reset_index(drop=True)
+
+
 def summarize(trajectories: pd.DataFrame, n_examples: int, max_turns: int) -> dict[str, Any]:
-    """Return the run's metrics at example level (any candidate correct) and candidate level."""
+    """Return the run's metrics at example level (any trajectory's final answer correct) and candidate level.
+
+    A trajectory's final answer is the candidate it ended with (`final_answers`); repair success is the share
+    of trajectories that got a repair turn whose final answer is correct.
+    """
     t = trajectories
     first = t[t["turn"] == 1]
+    final = final_answers(t)
     by_example_first = first.groupby("example_id")["correct"].any()
-    by_example_final = t.groupby("example_id")["correct"].any()
-    by_trajectory = t.groupby(["example_id", "sample"])
-    trajectory_final = by_trajectory["correct"].any()
+    by_example_final = final.groupby("example_id")["correct"].any()
+    trajectory_final = final.set_index(["example_id", "sample"])["correct"]
     trajectory_first = first.groupby(["example_id", "sample"])["correct"].any()
     repaired = t[t["turn"] > 1].groupby(["example_id", "sample"]).size().index
-    last = t.sort_values(["turn", "candidate"]).groupby(["example_id", "sample"]).tail(1)
     errors_by_turn = t[~t["correct"]].groupby(["turn", "verdict"]).size()
+    correct_costs = t.loc[t["correct"], "plan_cost"].dropna() if "plan_cost" in t else pd.Series(dtype=float)
     return {
         "examples": n_examples,
         "candidates": len(t),
@@ -326,13 +437,19 @@ def summarize(trajectories: pd.DataFrame, n_examples: int, max_turns: int) -> di
         "first_turn_candidate_ex": _rate(trajectory_first),
         "final_candidate_ex": _rate(trajectory_final),
         "first_turn_executable": _rate(first["executable"]),
-        "final_executable": _rate(last["executable"]),
+        "final_executable": _rate(final["executable"]),
         "schema_valid": _rate(t["schema_valid"]),
         "repair_attempted": len(repaired),
         "repair_success_rate": _rate(trajectory_final.loc[repaired]) if len(repaired) else None,
         "mean_table_recall": _rate(first.drop_duplicates("example_id")["table_recall"].dropna()),
         "generated_tokens": int(t["completion_tokens"].sum()),
         "errors_by_turn": {f"{turn}:{v}": int(n) for (turn, v), n in errors_by_turn.items()},
+        "stop_reasons": (
+            {str(k): int(n) for k, n in final["stop_reason"].value_counts().items()}
+            if "stop_reason" in final
+            else {}
+        ),
+        "median_plan_cost_correct": float(correct_costs.median()) if len(correct_costs) else None,
     }
 
 

@@ -17,8 +17,9 @@ runaway query never takes the caller down. Defences, from the outside in:
   ATTACH/DETACH, BEGIN/COMMIT/SAVEPOINT, ANALYZE, other pragmas -- is refused. The ``pragma_*``
   table-valued functions are refused too (SQLite authorizes them as an UPDATE of sqlite_master).
 * A progress handler (every ``progress_every`` VM instructions) interrupts a query at
-  ``timeout_s``; at most ``max_rows`` rows are kept (``truncated`` says whether more existed); a
-  pickled result larger than ``max_result_mb`` becomes ``too_large``; the worker's address space
+  ``timeout_s`` (and its ``EXPLAIN QUERY PLAN``, when asked for, which runs on the same connection under
+  the same authorizer and deadline); at most ``max_rows`` rows are kept (``truncated`` says whether more
+  existed); a pickled result larger than ``max_result_mb`` becomes ``too_large``; the worker's address space
   is capped (``RLIMIT_AS``, Linux) so Python-side blow-ups raise MemoryError, also ``too_large``.
 
 Worker processes never import the caller's ``__main__`` module, so Snakemake ``script:`` files and
@@ -116,11 +117,18 @@ MAX_MESSAGE_CHARS: Final = 500
 _FLUSH_BYTES = 8 << 20  # a worker sends partial chunk results once this much is buffered
 _MAX_CONNECTIONS = 32  # per worker, least recently used closed first
 _MAX_UNBLAMED_DEATHS = 3
+_MAX_PLAN_ROWS = 500  # rows of EXPLAIN QUERY PLAN kept per query
 
 
 @dataclass(frozen=True)
 class ExecResult:
-    """Outcome of one query: rows on success, else an error class and SQLite's message."""
+    """Outcome of one query: rows on success, else an error class and SQLite's message.
+
+    ``elapsed_s`` is the query's time; for one that succeeded, that of executing it and fetching its rows
+    (opening the database is not counted). ``plan`` holds the rows of ``EXPLAIN QUERY PLAN`` as
+    ``(id, parent, detail)`` when the query succeeded and the plan was asked for (``explain=True``); it is
+    empty otherwise.
+    """
 
     status: Status
     error_class: str | None
@@ -129,6 +137,7 @@ class ExecResult:
     rows: list[tuple]
     truncated: bool
     elapsed_s: float
+    plan: tuple[tuple[int, int, str], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -190,8 +199,8 @@ def _trim(message: str) -> str:
 
 _COMMENT_RE = re.compile(r"--[^\n]*|/\*.*?(?:\*/|\Z)", re.S)
 
-# Worker results travel as plain tuples in ExecResult field order (cheaper to pickle).
-_ResultTuple = tuple[str, "str | None", "str | None", tuple, list, bool, float]
+# Worker results travel as plain tuples in ExecResult field order (cheaper to pickle); the plan is optional.
+_ResultTuple = tuple
 
 
 def _error(cls: str, message: str, elapsed: float) -> _ResultTuple:
@@ -271,21 +280,27 @@ class _Worker:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def run(self, path: str, sql: str, timeout_s: float, max_rows: int) -> _ResultTuple:
+    def run(
+        self, path: str, sql: str, timeout_s: float, max_rows: int, explain: bool = False
+    ) -> _ResultTuple:
         t0 = time.monotonic()
         self.deadline = t0 + timeout_s
         try:
             conn = self._connect(path)
+            sql = sql.rstrip(" \t\r\n\f;")
             try:
-                return self._run(conn, sql.rstrip(" \t\r\n\f;"), max_rows, t0)
+                result = self._run(conn, sql, max_rows, time.monotonic())
             except sqlite3.OperationalError as exc:
                 if not str(exc).startswith("Could not decode to UTF-8"):
                     raise
                 conn.text_factory = _lenient_text
                 try:
-                    return self._run(conn, sql.rstrip(" \t\r\n\f;"), max_rows, t0)
+                    result = self._run(conn, sql, max_rows, time.monotonic())
                 finally:
                     conn.text_factory = str
+            if explain and result[0] == "ok" and result[3]:
+                result = (*result, self._plan(conn, sql))
+            return result
         except _NoDatabase as exc:
             return _error(NO_SUCH_DATABASE, str(exc), time.monotonic() - t0)
         except MemoryError as exc:
@@ -300,6 +315,18 @@ class _Worker:
             return _error(cls, message, time.monotonic() - t0)
         finally:
             self.deadline = math.inf
+
+    @staticmethod
+    def _plan(conn: sqlite3.Connection, sql: str) -> tuple[tuple[int, int, str], ...]:
+        """``EXPLAIN QUERY PLAN`` of a query that has just run, under the same guards; () if it fails."""
+        try:
+            cur = conn.execute("EXPLAIN QUERY PLAN " + sql)
+            try:
+                return tuple((int(r[0]), int(r[1]), str(r[3])) for r in cur.fetchmany(_MAX_PLAN_ROWS))
+            finally:
+                cur.close()
+        except (sqlite3.Error, ValueError, OverflowError):
+            return ()
 
     @staticmethod
     def _run(conn: sqlite3.Connection, sql: str, max_rows: int, t0: float) -> _ResultTuple:
@@ -355,14 +382,14 @@ def _worker_main(
             return
         if msg is None:
             return
-        timeout_s, max_rows, jobs = msg
+        timeout_s, max_rows, explain, jobs = msg
         last = jobs[-1][0]
         out: list[tuple[int, bytes]] = []
         buffered = 0
         for pos, path, sql in jobs:
             progress[1] = time.monotonic()
             progress[0] = pos
-            result = worker.run(path, sql, timeout_s, max_rows)
+            result = worker.run(path, sql, timeout_s, max_rows, explain)
             elapsed = result[6]
             try:
                 blob: bytes | None = dumps(result, protocol)
@@ -523,10 +550,16 @@ class Sandbox:
         return [s.proc.pid if s.proc is not None else None for s in self._slots]
 
     def execute(
-        self, db_path: str | Path, sql: str, *, timeout_s: float | None = None, max_rows: int | None = None
+        self,
+        db_path: str | Path,
+        sql: str,
+        *,
+        timeout_s: float | None = None,
+        max_rows: int | None = None,
+        explain: bool = False,
     ) -> ExecResult:
-        """Run one query against ``db_path``."""
-        return self.execute_many([(db_path, sql)], timeout_s=timeout_s, max_rows=max_rows)[0]
+        """Run one query against ``db_path``; ``explain`` also records its query plan."""
+        return self.execute_many([(db_path, sql)], timeout_s=timeout_s, max_rows=max_rows, explain=explain)[0]
 
     def execute_many(
         self,
@@ -535,10 +568,13 @@ class Sandbox:
         *,
         timeout_s: float | None = None,
         max_rows: int | None = None,
+        explain: bool = False,
     ) -> list[ExecResult]:
         """Run ``(db_path, sql)`` jobs across the workers; results come back in job order.
 
-        ``progress`` shows a tqdm bar (a string becomes its description).
+        ``progress`` shows a tqdm bar (a string becomes its description). ``explain`` records the
+        ``EXPLAIN QUERY PLAN`` of every query that succeeds (``ExecResult.plan``), inside the same
+        worker, connection, guards and deadline as the query itself.
         """
         if self._closed:
             raise RuntimeError("the sandbox is closed")
@@ -561,7 +597,7 @@ class Sandbox:
             bar = tqdm(total=n, desc=progress if isinstance(progress, str) else None, unit="query")
         with self._lock:
             try:
-                _Run(self, paths, sqls, results, queue, timeout, rows_cap, bar).loop()
+                _Run(self, paths, sqls, results, queue, timeout, rows_cap, bar, explain).loop()
             except BaseException:
                 for slot in self._slots:  # a chunk may still be in flight: start over next time
                     if slot.pending:
@@ -588,10 +624,11 @@ class _Run:
         timeout_s: float,
         max_rows: int,
         bar: Any,
+        explain: bool = False,
     ) -> None:
         self.sb = sandbox
         self.paths, self.sqls, self.results, self.queue = paths, sqls, results, queue
-        self.timeout_s, self.max_rows, self.bar = timeout_s, max_rows, bar
+        self.timeout_s, self.max_rows, self.bar, self.explain = timeout_s, max_rows, bar, explain
         self.deaths: dict[int, int] = {}
         self.received: list[tuple[int, bytes]] = []
 
@@ -610,7 +647,8 @@ class _Run:
         slot.timeout_s = self.timeout_s
         assert slot.conn is not None
         try:
-            slot.conn.send((self.timeout_s, self.max_rows, [(p, self.paths[p], self.sqls[p]) for p in chunk]))
+            jobs = [(p, self.paths[p], self.sqls[p]) for p in chunk]
+            slot.conn.send((self.timeout_s, self.max_rows, self.explain, jobs))
         except OSError:  # died since the liveness check: requeue the chunk
             self._death(slot)
 

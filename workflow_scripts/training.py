@@ -211,10 +211,29 @@ def settings_from_dict(cfg: Mapping[str, Any]) -> tuple[LoraSettings, TrainSetti
             "(the LoRA ones flat or under `lora`)."
         )
     train = {k: v for k, v in cfg.items() if k in train_keys}
-    try:
-        return LoraSettings(**flat_lora, **nested), TrainSettings(**train)
-    except TypeError as err:  # e.g. a value of the wrong type that a comparison rejects
-        raise UserError(f"invalid training settings: {err}. Fix: correct them in config.yaml.") from None
+    wrong = _wrong_types(LoraSettings, {**flat_lora, **nested}) + _wrong_types(TrainSettings, train)
+    _raise_problems("training", wrong)
+    return LoraSettings(**flat_lora, **nested), TrainSettings(**train)
+
+
+_SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _wrong_types(cls: type, values: Mapping[str, Any]) -> list[str]:
+    """Describe each value whose type does not fit its field of `cls` (scalar fields; None where allowed)."""
+    problems = []
+    for field in fields(cls):
+        if field.name not in values:
+            continue
+        value, kinds = values[field.name], [k.strip() for k in str(field.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        allowed = [t for k in kinds for t in _SCALARS.get(k, ())]
+        if not allowed or any(k not in _SCALARS and k != "None" for k in kinds):
+            continue  # not a scalar field (e.g. target_modules): checked in __post_init__
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, tuple(allowed)):
+            problems.append(f"{field.name}={value!r} (must be {' or '.join(kinds)})")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -37,6 +37,7 @@ def mine(args: argparse.Namespace) -> None:
         gold_sql=gold_sql,
         use_gold_when_failed=args.use_gold_when_failed,
         max_pairs_per_group=args.max_pairs_per_group,
+        min_cost_gap=args.min_cost_gap,
     )
     log.info("%s: %d natural pairs %s", args.run, len(pairs), pairs["type"].value_counts().to_dict())
     write_parquet(pairs, args.out, {"run": args.run, "use_gold_when_failed": args.use_gold_when_failed})
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--use-gold-when-failed", action="store_true")
     p.add_argument("--max-pairs-per-group", type=int, default=2)
+    p.add_argument("--min-cost-gap", type=float, help="mine cheaper_correct pairs with this plan-cost gap")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=mine)
     p = sub.add_parser("synthetic", help="synthetic hard negatives and their pairs")

@@ -1,7 +1,9 @@
-"""Stage `rollout`: one shard of a rollout run, and the gathering of a run's shards.
+"""Stage `rollout`: one shard of a rollout run, the gathering of a run's shards, and the repair study.
 
 python -m workflow_scripts.stages.rollout shard --run NAME --settings JSON --data-dir DIR --shard I ...
 python -m workflow_scripts.stages.rollout gather --run NAME --settings JSON --out-dir DIR SHARD ...
+python -m workflow_scripts.stages.rollout study --settings JSON --study JSON --data-dir DIR \
+    --first-turn TRAJECTORIES --out-dir DIR ...
 """
 
 from __future__ import annotations
@@ -17,8 +19,16 @@ import pandas as pd
 
 from workflow_scripts.artifacts import write_json, write_parquet
 from workflow_scripts.errors import UserError, run_cli
-from workflow_scripts.generation import SamplingConfig, make_backend
-from workflow_scripts.rollout import RolloutSettings, grpo_groups, prepare_examples, run_rollout, summarize
+from workflow_scripts.generation import Backend, SamplingConfig, make_backend
+from workflow_scripts.repair_study import run_study, study_table
+from workflow_scripts.rollout import (
+    RolloutSettings,
+    first_turn_outputs,
+    grpo_groups,
+    prepare_examples,
+    run_rollout,
+    summarize,
+)
 from workflow_scripts.sandbox import Sandbox
 from workflow_scripts.scoring import MatchSettings
 
@@ -35,6 +45,7 @@ def rollout_settings(run: dict[str, Any]) -> RolloutSettings:
         max_turns=run["max_turns"],
         feedback_mode=run["feedback_mode"],
         feedback_detail=run["feedback_detail"],
+        repair_scope=run["repair_scope"],
         repair_samples=run["repair_samples"],
         sampling=SamplingConfig(
             num_samples=run["num_samples"],
@@ -45,6 +56,23 @@ def rollout_settings(run: dict[str, Any]) -> RolloutSettings:
             stop=tuple(run["stop"]),
         ),
     )
+
+
+def run_backend(run: dict[str, Any], threads: int | None) -> Backend:
+    """The generation backend of a resolved run entry (its model and adapter)."""
+    backend = make_backend(
+        run["backend"],
+        run["model"],
+        adapter_path=run.get("adapter"),
+        batch_size=run["batch_size"],
+        threads=threads,
+        progress=True,
+        tensor_parallel_size=run["vllm"]["tensor_parallel_size"],
+        gpu_memory_utilization=run["vllm"]["gpu_memory_utilization"],
+        max_model_len=run["vllm"]["max_model_len"],
+    )
+    log.info("backend %s, model %s, adapter %s", backend.name, run["model"], run.get("adapter"))
+    return backend
 
 
 def shard_of(examples: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
@@ -74,18 +102,7 @@ def run_shard(
     )
     if not prepared:
         return run_rollout([], None, None, settings, MatchSettings(keep_distinct))  # type: ignore[arg-type]
-    backend = make_backend(
-        run["backend"],
-        run["model"],
-        adapter_path=run.get("adapter"),
-        batch_size=run["batch_size"],
-        threads=threads,
-        progress=True,
-        tensor_parallel_size=run["vllm"]["tensor_parallel_size"],
-        gpu_memory_utilization=run["vllm"]["gpu_memory_utilization"],
-        max_model_len=run["vllm"]["max_model_len"],
-    )
-    log.info("backend %s, model %s, adapter %s", backend.name, run["model"], run.get("adapter"))
+    backend = run_backend(run, threads)
     start = time.perf_counter()
     with Sandbox(**sandbox_cfg) as sandbox:
         trajectories = run_rollout(prepared, backend, sandbox, settings, MatchSettings(keep_distinct))
@@ -118,6 +135,7 @@ def gather(run_name: str, run: dict[str, Any], shard_files: list[Path], out_dir:
                 "max_turns",
                 "feedback_mode",
                 "feedback_detail",
+                "repair_scope",
                 "num_samples",
                 "repair_samples",
                 "temperature",
@@ -129,6 +147,66 @@ def gather(run_name: str, run: dict[str, Any], shard_files: list[Path], out_dir:
     write_parquet(grpo_groups(trajectories), out_dir / "grpo_rollouts.parquet", provenance)
     write_json(summary, out_dir / "summary.json")
     return summary
+
+
+def study(
+    run: dict[str, Any],
+    study_cfg: dict[str, Any],
+    data_dir: Path,
+    first_turn_file: Path,
+    sandbox_cfg: dict,
+    keep_distinct: bool,
+    threads: int | None,
+    out_dir: Path,
+) -> pd.DataFrame:
+    """Run the repair study from the turn-1 answers in `first_turn_file`; write it and return its table.
+
+    `run` is the resolved run the first turn came from (the base model's greedy eval run); the study takes
+    the first `study_cfg["limit"]` of its examples and repairs them for up to `study_cfg["max_turns"]` turns.
+    """
+    first = pd.read_parquet(first_turn_file)
+    if float(run["temperature"]) > 0 or int(run["num_samples"]) != 1:
+        raise UserError(
+            f"the repair study starts from {first_turn_file}, which is not a greedy one-sample rollout. "
+            "Fix: study a greedy run (the eval runs are)."
+        )
+    examples = pd.read_parquet(data_dir / "examples.parquet")
+    examples = examples[examples["id"].isin(set(first["example_id"]))].head(study_cfg["limit"])
+    if examples.empty:
+        raise UserError(f"{first_turn_file} has no example of {data_dir}. Fix: rerun its rollout.")
+    gold = pd.read_parquet(data_dir / "gold.parquet")
+    schema = pd.read_parquet(data_dir / "schema.parquet")
+    base = rollout_settings({**run, "max_turns": study_cfg["max_turns"]})
+    prepared = prepare_examples(examples.reset_index(drop=True), gold, schema, base)
+    try:
+        first_turn = first_turn_outputs(first, prepared)
+    except ValueError as exc:
+        raise UserError(
+            f"{first_turn_file}: {exc}. Fix: rerun that rollout with the current settings."
+        ) from exc
+    backend = run_backend(run, threads)
+    start = time.perf_counter()
+    with Sandbox(**sandbox_cfg) as sandbox:
+        trajectories = run_study(
+            prepared,
+            backend,
+            sandbox,
+            base,
+            MatchSettings(keep_distinct),
+            modes=study_cfg["modes"],
+            scopes=study_cfg["scopes"],
+            first_turn=first_turn,
+        )
+    table = study_table(trajectories)
+    log.info("repair study: %d candidates in %.1f s", len(trajectories), time.perf_counter() - start)
+    provenance = {"study": study_cfg, "settings": run}
+    write_parquet(trajectories, out_dir / "trajectories.parquet", provenance)
+    write_parquet(table, out_dir / "study.parquet", provenance)
+    write_json(
+        {"study": study_cfg, "examples": len(prepared), "rows": table.to_dict("records")},
+        out_dir / "summary.json",
+    )
+    return table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,6 +228,15 @@ def main(argv: list[str] | None = None) -> None:
     gathered.add_argument("--settings", required=True)
     gathered.add_argument("--out-dir", type=Path, required=True)
     gathered.add_argument("shards", type=Path, nargs="+")
+    studied = sub.add_parser("study", help="repair the turn-1 answers of a run under every mode and scope")
+    studied.add_argument("--settings", required=True, help="the resolved run the first turn comes from")
+    studied.add_argument("--study", required=True, help="the `repair_study` config section as JSON")
+    studied.add_argument("--data-dir", type=Path, required=True, help="ingested data set directory")
+    studied.add_argument("--first-turn", type=Path, required=True, help="trajectories.parquet of that run")
+    studied.add_argument("--sandbox", default="{}")
+    studied.add_argument("--keep-distinct", action="store_true")
+    studied.add_argument("--threads", type=int)
+    studied.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -159,9 +246,21 @@ def main(argv: list[str] | None = None) -> None:
             run, args.data_dir, args.shard, json.loads(args.sandbox), args.keep_distinct, args.threads
         )
         write_parquet(trajectories, args.out, {"run": args.run, "shard": args.shard, "settings": run})
-    else:
+    elif args.command == "gather":
         summary = gather(args.run, run, args.shards, args.out_dir)
         log.info("summary: %s", json.dumps(summary))
+    else:
+        table = study(
+            run,
+            json.loads(args.study),
+            args.data_dir,
+            args.first_turn,
+            json.loads(args.sandbox),
+            args.keep_distinct,
+            args.threads,
+            args.out_dir,
+        )
+        log.info("repair study:\n%s", table.to_string(index=False))
 
 
 if __name__ == "__main__":

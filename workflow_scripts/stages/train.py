@@ -2,6 +2,7 @@
 
 python -m workflow_scripts.stages.train sft --model M --data-dir D --trajectories T1 [T2 ...] --settings JSON
     --out DIR [--no-include-gold] [--no-include-correct]
+python -m workflow_scripts.stages.train sft --model M --sft-data SUBSET.parquet --settings JSON --out DIR
 python -m workflow_scripts.stages.train dpo --model M --pairs results/pairs/merged/train.parquet
     --settings JSON [--init-adapter DIR] --out DIR
 
@@ -50,20 +51,29 @@ def read_parquet(path: Path, what: str) -> pd.DataFrame:
 def sft(args: argparse.Namespace) -> None:
     cfg = parse_settings(args.settings)
     lora, settings = settings_from_dict(cfg)
-    examples = read_parquet(args.data_dir / "examples.parquet", "examples")
-    trajectories = [read_parquet(path, "trajectories") for path in args.trajectories]
-    data = sft_examples(
-        trajectories, examples, include_gold=args.include_gold, include_correct=args.include_correct
+    if args.sft_data is not None:
+        if args.data_dir is not None or args.trajectories:
+            raise UserError("--sft-data replaces --data-dir and --trajectories. Fix: pass one or the other.")
+        data = read_parquet(args.sft_data, "SFT data")
+        provenance: dict[str, Any] = {"sft_data": str(args.sft_data)}
+    else:
+        if args.data_dir is None or not args.trajectories:
+            raise UserError("sft needs --data-dir and --trajectories (or --sft-data). Fix: pass them.")
+        examples = read_parquet(args.data_dir / "examples.parquet", "examples")
+        trajectories = [read_parquet(path, "trajectories") for path in args.trajectories]
+        data = sft_examples(
+            trajectories, examples, include_gold=args.include_gold, include_correct=args.include_correct
+        )
+        provenance = {
+            "data_dir": str(args.data_dir),
+            "trajectories": [str(p) for p in args.trajectories],
+            "include_gold": args.include_gold,
+            "include_correct": args.include_correct,
+        }
+    log.info(
+        "%d SFT examples %s", len(data), data["source"].value_counts().to_dict() if "source" in data else {}
     )
-    log.info("%d SFT examples %s", len(data), data["source"].value_counts().to_dict() if len(data) else {})
-    provenance = {
-        "model": str(args.model),
-        "data_dir": str(args.data_dir),
-        "trajectories": [str(p) for p in args.trajectories],
-        "include_gold": args.include_gold,
-        "include_correct": args.include_correct,
-        "settings": cfg,
-    }
+    provenance = {"model": str(args.model), **provenance, "settings": cfg}
     metrics = train_sft(args.model, data, args.out, lora, settings, provenance=provenance)
     log.info(
         "SFT: %d steps, loss %.4f, %.1f s", metrics["steps"], metrics["train_loss"], metrics["train_seconds"]
@@ -95,8 +105,14 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("sft", help="LoRA SFT on correct rollout SQL and gold SQL")
     p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--data-dir", type=Path, required=True, help="the data set's directory (examples.parquet)")
-    p.add_argument("--trajectories", type=Path, nargs="+", required=True)
+    p.add_argument("--data-dir", type=Path, help="the data set's directory (examples.parquet)")
+    p.add_argument("--trajectories", type=Path, nargs="+", default=[])
+    p.add_argument(
+        "--sft-data",
+        type=Path,
+        help="ready SFT examples (Parquet with prompt and completion), "
+        "e.g. a subset chosen by the alignment stage, instead of --data-dir and --trajectories",
+    )
     p.add_argument("--include-gold", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--include-correct", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--settings", default="{}", help="training settings as JSON")

@@ -1,0 +1,117 @@
+ALIGNMENT = config["alignment"]
+ALIGNMENT_TARGET = f"{data_dir(config['eval_dataset'])}/examples.parquet"
+SFT_DATA_DIR = data_dir(run_settings(SFT_RUNS[0])["dataset"])
+SFT_DATA_FLAGS = " ".join(
+    [
+        "--include-gold" if config["training"]["sft_data"]["include_gold"] else "--no-include-gold",
+        "--include-correct" if config["training"]["sft_data"]["include_correct"] else "--no-include-correct",
+    ]
+)
+ALIGNMENT_TARGET_LIMIT = (
+    f"--target-limit {config['evaluation']['limit']}" if config["evaluation"]["limit"] else ""
+)
+
+if "base" not in VARIANTS:
+    raise WorkflowError(
+        "the alignment stage measures AR against the base model's predictions, but evaluation.variants "
+        f"({', '.join(VARIANTS)}) lacks base. Fix: add base to evaluation.variants."
+    )
+
+
+rule alignment_select:
+    input:
+        target=ALIGNMENT_TARGET,
+        trajectories=expand("results/rollouts/{run}/trajectories.parquet", run=SFT_RUNS),
+        examples=f"{SFT_DATA_DIR}/examples.parquet",
+    output:
+        aligned="results/alignment/selection/aligned.parquet",
+        random="results/alignment/selection/random.parquet",
+        summary="results/alignment/selection/selection.json",
+    params:
+        # only what the selection uses, so that editing e.g. the sample-size study does not retrain the subsets
+        settings=as_json(
+            {
+                "ngram_max": ALIGNMENT["ngram_max"],
+                "alpha": ALIGNMENT["alpha"],
+                "selection": {k: SELECTION[k] for k in ("size", "seed")},
+            }
+        ),
+        target_limit=ALIGNMENT_TARGET_LIMIT,
+        data_dir=lambda w, input: os.path.dirname(input.examples),
+        sft_flags=SFT_DATA_FLAGS,
+        out_dir=lambda w, output: os.path.dirname(output.summary),
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        "results/logs/alignment/select.log",
+    benchmark:
+        "results/benchmarks/alignment/select.tsv"
+    shell:
+        "python -m workflow_scripts.stages.alignment select --target-examples {input.target}"
+        " {params.target_limit} --data-dir {params.data_dir} --trajectories {input.trajectories}"
+        " {params.sft_flags} --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule train_sft_subset:
+    input:
+        model=config["model"]["path"],
+        data="results/alignment/selection/{subset}.parquet",
+    output:
+        directory(f"{ADAPTER_DIR}/sft_{{subset}}"),
+    wildcard_constraints:
+        subset="aligned|random",
+    params:
+        settings=training_settings("sft"),
+    threads: config["training"]["threads"]
+    resources:
+        gpu=config["training"]["gpus"],
+        cpus_per_gpu=cpus_per_gpu(config["training"]),
+        mem_mb=8000,
+        runtime=720,
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        "results/logs/train/sft_{subset}.log",
+    benchmark:
+        "results/benchmarks/train/sft_{subset}.tsv"
+    shell:
+        "python -m workflow_scripts.stages.train sft --model {input.model} --sft-data {input.data}"
+        " --settings {params.settings:q} --out {output} > {log} 2>&1"
+
+
+rule alignment:
+    input:
+        target=ALIGNMENT_TARGET,
+        trajectories=expand("results/rollouts/{run}/trajectories.parquet", run=SFT_RUNS),
+        examples=f"{SFT_DATA_DIR}/examples.parquet",
+        pairs="results/pairs/merged/pairs.parquet",
+        variants=expand("results/rollouts/eval_{variant}/trajectories.parquet", variant=VARIANTS),
+        selection=expand("results/alignment/selection/{subset}.parquet", subset=SELECTION_SUBSETS),
+        selection_runs=expand("results/rollouts/eval_sft_{subset}/trajectories.parquet", subset=SELECTION_SUBSETS),
+    output:
+        table="results/alignment/alignment.parquet",
+        variants="results/alignment/variants.parquet",
+        sample_size="results/alignment/sample_size.parquet",
+        sample_size_summary="results/alignment/sample_size_summary.parquet",
+        summary="results/alignment/summary.json",
+    params:
+        settings=as_json(ALIGNMENT),
+        target_limit=ALIGNMENT_TARGET_LIMIT,
+        data_dir=lambda w, input: os.path.dirname(input.examples),
+        sft_flags=SFT_DATA_FLAGS,
+        variants=" ".join(
+            f"--variant {v}=results/rollouts/eval_{v}" for v in [*VARIANTS, *(f"sft_{s}" for s in SELECTION_SUBSETS)]
+        ),
+        selection="--selection-dir results/alignment/selection" if SELECTION_SUBSETS else "",
+        out_dir=lambda w, output: os.path.dirname(output.summary),
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        "results/logs/alignment/analyse.log",
+    benchmark:
+        "results/benchmarks/alignment/analyse.tsv"
+    shell:
+        "python -m workflow_scripts.stages.alignment analyse --target-examples {input.target}"
+        " {params.target_limit} --data-dir {params.data_dir} --trajectories {input.trajectories}"
+        " {params.sft_flags} --pairs {input.pairs} {params.variants} {params.selection}"
+        " --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
