@@ -380,13 +380,15 @@ def test_a_killed_shard_is_completed_by_a_rerun(workdir: Path):
         set_config(workdir, **{"runs.probe.shards": 3, "runs.probe.limit": 6})
         # Shards one at a time, so that shard 0 is done when shard 2 is killed.
         cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(workdir),
-               "--snakefile", str(workdir / "Snakefile"), str(run_dir / "summary.json")]  # fmt: skip
+               "--snakefile", str(workdir / "Snakefile"), "results/rollouts/probe/summary.json"]  # fmt: skip
         proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         pid, deadline = None, time.monotonic() + 600
         while pid is None and proc.poll() is None and time.monotonic() < deadline:
             pid = _shard_process("probe", 2)
             time.sleep(0.2)
-        assert pid is not None, "shard 2 never started"
+        if pid is None:
+            proc.kill()
+            raise AssertionError(f"shard 2 never started:\n{proc.communicate()[0][-3000:]}")
         time.sleep(3.0)  # into model loading or generation
         os.kill(pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=600)
@@ -402,7 +404,7 @@ def test_a_killed_shard_is_completed_by_a_rerun(workdir: Path):
         rerun = pd.read_parquet(run_dir / "trajectories.parquet").drop(columns=timing, errors="ignore")
         # The same as an uninterrupted run of the same examples.
         set_config(workdir, **{"runs.probe.shards": 1})
-        snakemake(workdir, str(run_dir / "summary.json"))
+        snakemake(workdir, "results/rollouts/probe/summary.json")
         whole = pd.read_parquet(run_dir / "trajectories.parquet").drop(columns=timing, errors="ignore")
         pd.testing.assert_frame_equal(rerun, whole)
     finally:
