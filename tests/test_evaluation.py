@@ -60,6 +60,15 @@ def test_taxonomy_and_routing():
     assert route("correct") is None and route("timeout") == "online" and route("wrong_row_count") == "offline"
 
 
+def test_a_rule_guard_signal_routes_a_wrong_result_to_the_guarded_verifier():
+    run = BASE.assign(guards="[]")
+    run.loc[run["example_id"] == "d", "guards"] = '["join_without_condition"]'
+    routes = routing({"base": outcomes(run)}).set_index("route")
+    assert routes.loc["guarded", "failures"] == 2 and routes.loc["offline", "failures"] == 0
+    assert route("wrong_result", guarded=True) == "guarded"
+    assert route("no_such_table", guarded=True) == "online"
+
+
 def test_mcnemar_exact_p():
     assert mcnemar_p(0, 0) == 1.0
     assert mcnemar_p(5, 5) == 1.0

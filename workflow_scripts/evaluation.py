@@ -7,6 +7,7 @@ so running it twice would only cost time.
 
 from __future__ import annotations
 
+import json
 import math
 from itertools import combinations
 
@@ -20,20 +21,29 @@ from workflow_scripts.sandbox import ERROR_CLASSES
 EXECUTOR_VISIBLE = frozenset(ERROR_CLASSES)
 ROUTES = {
     "online": "executor-visible error: repairable by any deployment",
-    "guarded": "empty result: repairable with a sanity guard",
+    "guarded": "empty result or a rule-guard signal: repairable with sanity guards",
     "offline": "wrong result or row count: needs an external verifier (gold or tests)",
 }
 
 
-def route(verdict: str) -> str | None:
-    """Return which verifier can catch a failed first-turn verdict (None for a correct one)."""
+def route(verdict: str, guarded: bool = False) -> str | None:
+    """Return which verifier can catch a failed first-turn verdict (None for a correct one).
+
+    `guarded` says a rule guard (`guards.rule_guards`) fired on the candidate: a wrong result that a guard
+    flags needs no reference answer to be caught.
+    """
     if verdict == "correct":
         return None
     if verdict in EXECUTOR_VISIBLE:
         return "online"
-    if verdict == "empty_result":
+    if verdict == "empty_result" or guarded:
         return "guarded"
     return "offline"
+
+
+def _guard_fired(guards: object) -> bool:
+    """Whether a trajectory's `guards` cell (a JSON list of guard names) names any guard."""
+    return isinstance(guards, str) and bool(json.loads(guards))
 
 
 def outcomes(trajectories: pd.DataFrame) -> pd.DataFrame:
@@ -45,6 +55,7 @@ def outcomes(trajectories: pd.DataFrame) -> pd.DataFrame:
     last = answers.groupby("example_id").tail(1).set_index("example_id")
     return pd.DataFrame({
         "first_verdict": first["verdict"],
+        "first_guarded": first["guards"].map(_guard_fired) if "guards" in first else False,
         "first_correct": first["correct"],
         "final_correct": final.reindex(first.index),
         "first_executable": first["executable"],
@@ -57,34 +68,21 @@ def compare_table(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per (variant, mode): EX, repair success rate and executable rate."""
     rows = []
     for variant, o in results.items():
-        failed_first = ~o["first_correct"]
-        repair_sr = (
-            o.loc[failed_first & o["repaired"], "final_correct"].mean()
-            if (failed_first & o["repaired"]).any()
-            else None
-        )
-        rows.append(
-            {
+        repaired = ~o["first_correct"] & o["repaired"]
+        repair_sr = o.loc[repaired, "final_correct"].mean() if repaired.any() else None
+        for mode, final, sr, executable in (
+            ("one-shot", "first_correct", None, "first_executable"),
+            ("repair", "final_correct", repair_sr, "final_executable"),
+        ):
+            rows.append({
                 "variant": variant,
-                "mode": "one-shot",
+                "mode": mode,
                 "first-turn EX": o["first_correct"].mean(),
-                "final EX": o["first_correct"].mean(),
-                "repair SR": None,
-                "executable": o["first_executable"].mean(),
+                "final EX": o[final].mean(),
+                "repair SR": sr,
+                "executable": o[executable].mean(),
                 "examples": len(o),
-            }
-        )
-        rows.append(
-            {
-                "variant": variant,
-                "mode": "repair",
-                "first-turn EX": o["first_correct"].mean(),
-                "final EX": o["final_correct"].mean(),
-                "repair SR": repair_sr,
-                "executable": o["final_executable"].mean(),
-                "examples": len(o),
-            }
-        )
+            })  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -109,7 +107,7 @@ def routing(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """First-turn failures per variant by the verifier that can catch them, and how many repair fixed."""
     rows = []
     for variant, o in results.items():
-        routes = o["first_verdict"].map(route)
+        routes = pd.Series(map(route, o["first_verdict"], o["first_guarded"]), index=o.index)
         for name in ROUTES:
             mask = routes == name
             rows.append(

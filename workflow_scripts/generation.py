@@ -130,6 +130,15 @@ def check_adapter(adapter_path: Path | str, model_path: Path | str) -> None:
         )
 
 
+def check_inputs(model_path: Path | str, adapter_path: Path | str | None) -> Path:
+    """Check the model directory and, when given, that the adapter fits it; return the model path."""
+    model_path = Path(model_path)
+    check_model_dir(model_path)
+    if adapter_path is not None:
+        check_adapter(adapter_path, model_path)
+    return model_path
+
+
 def _safetensors_shapes(files: Sequence[Path]) -> dict[str, list[int]]:
     """Return {tensor name: shape} read from the headers of safetensors files."""
     from safetensors import safe_open
@@ -205,10 +214,7 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model_path = Path(model_path)
-        check_model_dir(model_path)
-        if adapter_path is not None:
-            check_adapter(adapter_path, model_path)
+        model_path = check_inputs(model_path, adapter_path)
         if batch_size < 1:
             raise UserError(f"batch_size={batch_size} must be >= 1. Fix: set a positive batch size.")
         if threads is not None:
@@ -462,10 +468,7 @@ class VLLMBackend:
         seed: int = 0,
         progress: bool = False,
     ) -> None:
-        model_path = Path(model_path)
-        check_model_dir(model_path)
-        if adapter_path is not None:
-            check_adapter(adapter_path, model_path)
+        model_path = check_inputs(model_path, adapter_path)
         _require_vllm()
         import vllm
 

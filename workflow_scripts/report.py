@@ -341,8 +341,9 @@ def evaluation_section(eval_dir: Path) -> str:
     body += table_html(_pivot_counts(pd.read_parquet(eval_dir / "routing.parquet"), "route"))
     body += (
         '<p class="note"><b>online</b>: executor-visible errors, repairable in any deployment; '
-        "<b>guarded</b>: empty results, repairable with a sanity guard; <b>offline</b>: wrong result or row "
-        "count, which only an external verifier (gold answers, tests) can catch.</p>"
+        "<b>guarded</b>: empty results and results a rule guard flags (aggregate without GROUP BY, join "
+        "without a condition), repairable with sanity guards; <b>offline</b>: other wrong results or row "
+        "counts, which only an external verifier (gold answers, tests) can catch.</p>"
     )
     for name, title in (("paired_one_shot", "one-shot"), ("paired_repair", "with repair")):
         paired = pd.read_parquet(eval_dir / f"{name}.parquet")

@@ -38,6 +38,7 @@ from workflow_scripts import alignment as al
 from workflow_scripts.artifacts import write_json, write_parquet
 from workflow_scripts.errors import UserError, run_cli
 from workflow_scripts.evaluation import outcomes
+from workflow_scripts.stages import read_parquet, setup_logging
 from workflow_scripts.training import sft_examples
 
 log = logging.getLogger("alignment")
@@ -52,13 +53,6 @@ VARIANT_TRAINING_SET = {
 }
 SUBSETS = ("aligned", "random")
 BASE = "base"
-
-
-def read_parquet(path: Path, what: str) -> pd.DataFrame:
-    """Read a Parquet input, or raise UserError naming it."""
-    if not path.is_file():
-        raise UserError(f"the {what} file {str(path)!r} does not exist. Fix: run the stage that writes it.")
-    return pd.read_parquet(path)
 
 
 def target_examples(path: Path, limit: int | None) -> pd.DataFrame:
@@ -271,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--variant", action="append", required=True, metavar="NAME=ROLLOUT_DIR")
             p.add_argument("--selection-dir", type=Path, help="the output directory of `select`")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args.func(args)
 
 

@@ -14,6 +14,7 @@ from workflow_scripts.errors import run_cli
 from workflow_scripts.ingest import DatasetSpec, build_schema, normalize_records, read_records
 from workflow_scripts.sandbox import Sandbox
 from workflow_scripts.scoring import MatchSettings, execute_gold
+from workflow_scripts.stages import setup_logging
 
 log = logging.getLogger("ingest")
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-distinct", action="store_true")
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     spec = DatasetSpec.from_config(args.name, json.loads(args.dataset))
     summary = ingest(
         spec,

@@ -22,6 +22,7 @@ from workflow_scripts.negatives import build_synthetic
 from workflow_scripts.rollout import prepare_examples
 from workflow_scripts.sandbox import Sandbox
 from workflow_scripts.scoring import MatchSettings
+from workflow_scripts.stages import setup_logging
 from workflow_scripts.stages.rollout import rollout_settings
 
 log = logging.getLogger("pairs")
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out-dir", type=Path, required=True)
     p.set_defaults(func=merge)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args.func(args)
 
 

@@ -31,6 +31,7 @@ from workflow_scripts.rollout import (
 )
 from workflow_scripts.sandbox import Sandbox
 from workflow_scripts.scoring import MatchSettings
+from workflow_scripts.stages import setup_logging
 
 log = logging.getLogger("rollout")
 
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     studied.add_argument("--threads", type=int)
     studied.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
 
     run = json.loads(args.settings)
     if args.command == "shard":

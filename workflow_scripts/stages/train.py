@@ -22,9 +22,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from workflow_scripts.errors import UserError, run_cli
+from workflow_scripts.stages import read_parquet, setup_logging
 from workflow_scripts.training import settings_from_dict, sft_examples, train_dpo, train_sft
 
 log = logging.getLogger("train")
@@ -39,13 +38,6 @@ def parse_settings(text: str) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise UserError("--settings must be a JSON object. Fix: pass e.g. '{\"max_steps\": 100}'.")
     return cfg
-
-
-def read_parquet(path: Path, what: str) -> pd.DataFrame:
-    """Read a Parquet input, or raise UserError naming it."""
-    if not path.is_file():
-        raise UserError(f"the {what} file {str(path)!r} does not exist. Fix: run the stage that writes it.")
-    return pd.read_parquet(path)
 
 
 def sft(args: argparse.Namespace) -> None:
@@ -128,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="the adapter directory to write")
     p.set_defaults(func=dpo)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args.func(args)
 
 
