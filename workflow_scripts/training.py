@@ -11,10 +11,10 @@ transformers as a `PeftModel` (see `generation.TransformersBackend`). The adapte
 directory beside `out_dir` and renamed into place only when the run succeeded.
 
 Measured on a 2-core CPU (SmolLM2-135M, r=16 on q/k/v/o, batch 4, ~365-token sequences, fp32, gradient
-checkpointing; benchmarks/train.py): SFT 11.2 s/step at 2.1 GiB peak RSS; DPO 16.5 s/step plus a 7 s/step
-share of the reference pass, at 3.7 GiB (a DPO batch of 4 pairs runs 8 sequences). bf16 autocast is slower
-on that CPU and changes outputs, so precision "auto" means bf16 on a CUDA GPU and fp32 elsewhere. On CPU
-trl's fused LM head is made to score the completion tokens only (`_completion_only_lm_head`), which halves
+checkpointing; benchmarks/train.py, figures in the README): SFT 9.9 s/step at 2.0 GiB peak RSS; DPO 19.4
+s/step plus a 25 s reference pass, at 3.8 GiB (a DPO batch of 4 pairs runs 8 sequences). bf16 autocast is
+slower on that CPU and changes outputs, so precision "auto" means bf16 on a CUDA GPU and fp32 elsewhere. On
+CPU trl's fused LM head is made to score the completion tokens only (`_completion_only_lm_head`), which halves
 DPO's memory.
 """
 
@@ -714,7 +714,8 @@ def _common_args(work_dir: Path, settings: TrainSettings, method: str, dtype: An
         "num_train_epochs": settings.epochs,
         "per_device_train_batch_size": settings.per_device_batch_size,
         "gradient_accumulation_steps": settings.gradient_accumulation_steps,
-        "gradient_checkpointing": settings.gradient_checkpointing,
+        # transformers 5 renamed it; the old name still works but warns.
+        "activation_checkpointing": settings.gradient_checkpointing,
         "bf16": dtype == torch.bfloat16,
         "fp16": False,
         "seed": settings.seed,
