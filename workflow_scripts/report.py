@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 
 from workflow_scripts import __version__  # noqa: E402
 from workflow_scripts.artifacts import write_text  # noqa: E402
@@ -96,7 +97,7 @@ def datasets_section(data_dirs: dict[str, Path]) -> str:
         ax.barh(table["data set"], values, left=left, color=PALETTE[label], label=label)
         left = left + values
     ax.set_xlabel("examples")
-    ax.legend(loc="lower right", frameon=False, fontsize=8)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
 
     excluded = pd.concat(
@@ -148,9 +149,13 @@ def rollout_metrics_table(summaries: dict[str, dict]) -> pd.DataFrame:
 
 
 def errors_by_turn_figure(trajectories: dict[str, pd.DataFrame]) -> plt.Figure:
-    """Stacked bars: failing candidates by verdict at each turn, one panel per run."""
-    fig, axes = plt.subplots(1, len(trajectories), figsize=(4.2 * len(trajectories), 3.2), squeeze=False)
-    for ax, (name, t) in zip(axes[0], trajectories.items(), strict=True):
+    """Stacked bars: failing candidates by verdict at each turn, one panel per run, four panels a row."""
+    ncols = min(4, len(trajectories))
+    nrows = math.ceil(len(trajectories) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.7 * nrows), squeeze=False)
+    for ax in axes.flat[len(trajectories) :]:
+        ax.set_visible(False)
+    for ax, (name, t) in zip(axes.flat, trajectories.items(), strict=False):
         counts = t[~t["correct"]].groupby(["turn", "verdict"]).size().unstack(fill_value=0)
         counts = counts.reindex(range(1, int(t["turn"].max()) + 1), fill_value=0)
         bottom = pd.Series(0, index=counts.index)
@@ -168,9 +173,11 @@ def errors_by_turn_figure(trajectories: dict[str, pd.DataFrame]) -> plt.Figure:
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("turn")
         ax.set_xticks(list(counts.index))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.spines[["top", "right"]].set_visible(False)
-    axes[0][0].set_ylabel("candidates")
-    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    for row in axes:
+        row[0].set_ylabel("candidates")
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
     fig.legend(
         handles.values(),
         handles.keys(),
@@ -313,7 +320,9 @@ def ex_figure(compare: pd.DataFrame) -> plt.Figure:
     ax.set_xticks(range(len(variants)), variants)
     ax.set_ylabel("execution accuracy (EX)")
     ax.set_ylim(0, max(0.1, float(compare["final EX"].max()) * 1.25))
-    ax.legend(frameon=False, fontsize=8)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    # Above the axes, so that it never hides a bar's label.
+    ax.legend(frameon=False, fontsize=8, ncols=2, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     ax.spines[["top", "right"]].set_visible(False)
     return fig
 
@@ -445,15 +454,38 @@ def repair_study_section(study_file: Path) -> str:
     return section("repair-study", "Repair study: feedback mode × repair scope", body)
 
 
+def label_offsets(xs: list[float], ys: list[float], near_x: float = 0.15, near_y: float = 0.06) -> list[int]:
+    """Vertical offsets (points) for labels right of scatter points, so that close labels do not overlap.
+
+    A point is close to another when their x differ by less than `near_x` of the x range (about a label's
+    width) and their y by less than `near_y` of the y range; each point close to labelled ones takes the
+    first offset of a cycle above and below that they do not use.
+    """
+    span_x = (max(xs) - min(xs)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+    cycle = (3, 12, -10, 21, -19)
+    offsets = [cycle[0]] * len(xs)
+    placed: list[int] = []
+    for i in sorted(range(len(xs)), key=lambda i: (xs[i], ys[i])):
+        used = {
+            offsets[j]
+            for j in placed
+            if abs(xs[i] - xs[j]) < near_x * span_x and abs(ys[i] - ys[j]) < near_y * span_y
+        }
+        offsets[i] = next((o for o in cycle if o not in used), cycle[len(placed) % len(cycle)])
+        placed.append(i)
+    return offsets
+
+
 def ar_figure(variants: pd.DataFrame, r: float) -> plt.Figure:
     """Scatter of each trained variant's AR against its ΔEX over base (one-shot and with repair)."""
     points = variants[variants["AR"].notna()]
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     for column, marker, color in (("ΔEX one-shot", "o", "#3e7cb1"), ("ΔEX repair", "^", "#e0a458")):
         ax.scatter(points["AR"], points[column], marker=marker, color=color, label=column)
-    for row in points.itertuples(index=False):
-        ax.annotate(row.variant, (row.AR, row[points.columns.get_loc("ΔEX one-shot")]), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")  # fmt: skip
+    offsets = label_offsets(points["AR"].tolist(), points["ΔEX one-shot"].tolist())
+    for name, x, y, dy in zip(points["variant"], points["AR"], points["ΔEX one-shot"], offsets, strict=True):
+        ax.annotate(name, (x, y), fontsize=7, xytext=(4, dy), textcoords="offset points")
     ax.axhline(0, color="#c0c6cc", linewidth=0.8)
     ax.axvline(1, color="#c0c6cc", linewidth=0.8, linestyle="--")
     ax.set_xlabel("AR = A_KL(target‖train) / A_KL(target‖base predictions)")
@@ -478,7 +510,7 @@ def sample_size_figure(summary: pd.DataFrame) -> plt.Figure:
     ax.set_xticks(range(len(ks)), ks)
     ax.set_xlabel("target queries per database (k)")
     ax.set_ylabel("A_KL(target_k‖train)")
-    ax.legend(frameon=False, fontsize=7, ncols=2)
+    ax.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.spines[["top", "right"]].set_visible(False)
     return fig
 
