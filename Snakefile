@@ -3,6 +3,12 @@
 
 configfile: "config.yaml"
 
+# `gpu` is counted per machine: on one machine the workflow profile's `resources: gpu: 1` (profiles/default)
+# runs GPU jobs one at a time; a cluster executor (profiles/slurm) leaves local resources out of its tally,
+# so GPU jobs are submitted at once and the scheduler places them (README, "GPUs").
+resource_scopes:
+    gpu="local",
+
 
 include: "rules/common.smk"
 include: "rules/data.smk"

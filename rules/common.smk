@@ -12,6 +12,13 @@ validate(config, "../schemas/config.schema.yaml")
 DEMO_DIR = "resources/demo"
 DEFAULT_MODEL_DIR = "resources/models/smollm2-135m-instruct"
 DATASETS = sorted(config["datasets"])
+# The data sets a run or a predictions file reads: only these are ingested and reported by default, so that
+# the demo sets of config.yaml, which a --configfile cannot remove, are not built in a run on other data.
+USED_DATASETS = sorted(
+    {config["train_dataset"], config["eval_dataset"]}
+    | {run["dataset"] for run in config["runs"].values()}
+    | {pred["dataset"] for pred in config["predictions"].values()}
+)
 PREDICTIONS = sorted(config["predictions"])
 
 

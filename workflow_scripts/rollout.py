@@ -28,6 +28,7 @@ from workflow_scripts.feedback import (
 )
 from workflow_scripts.generation import Backend, Completion, SamplingConfig, extract_sql
 from workflow_scripts.guards import GuardSignal, rule_guards
+from workflow_scripts.matching import PROMPT_TOO_LONG
 from workflow_scripts.matching import verdict as match_verdict
 from workflow_scripts.query_cost import COST_COLUMNS, cost_columns
 from workflow_scripts.retrieval import (
@@ -168,6 +169,7 @@ class _Candidate:
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
+    finish_reason: str
     result: ExecResult | None = None
     verdict: str = ""
     guards: list[GuardSignal] = field(default_factory=list)
@@ -207,6 +209,7 @@ def _generate(
                     prompt_tokens=c.prompt_tokens,
                     completion_tokens=c.completion_tokens,
                     latency_s=c.latency_s,
+                    finish_reason=c.finish_reason,
                 )
             )
     return candidates
@@ -219,14 +222,33 @@ def _execute(
     match: MatchSettings,
     scope: RepairScope,
 ) -> None:
-    """Execute the candidates (with query plans), score them and ask the scope's verifier about them."""
-    jobs = [(examples[c.example].db_path, match.prepare(c.sql)) for c in candidates]
-    for c, result in zip(candidates, sandbox.execute_many(jobs, explain=True), strict=True):
+    """Execute the candidates (with query plans), score them and ask the scope's verifier about them.
+
+    A candidate whose prompt did not fit the context is not executed: it fails as `prompt_too_long`, and
+    it is not repaired (a repair prompt would be longer still).
+    """
+    runnable = [c for c in candidates if c.finish_reason != PROMPT_TOO_LONG]
+    jobs = [(examples[c.example].db_path, match.prepare(c.sql)) for c in runnable]
+    for c, result in zip(runnable, sandbox.execute_many(jobs, explain=True), strict=True):
         ex = examples[c.example]
         c.result = result
         c.verdict = match_verdict(ex.gold, result, order_matters=ex.order_matters)
         c.guards = rule_guards(c.sql) if result.status == "ok" else []
         c.signal = repair_signal(result, c.verdict, scope, c.guards)
+    for c in candidates:
+        if c.finish_reason == PROMPT_TOO_LONG:
+            c.result = _too_long_result(c.prompt_tokens)
+            c.verdict, c.signal = PROMPT_TOO_LONG, None
+
+
+def _too_long_result(prompt_tokens: int) -> ExecResult:
+    """The failed result of a candidate whose prompt did not fit the model's context."""
+    message = (
+        f"the prompt has {prompt_tokens} tokens, which with max_new_tokens do not fit the model's context. "
+        "Fix: show fewer tables (rollout.top_k_tables, schema_mode), lower max_new_tokens, or raise "
+        "rollout.vllm.max_model_len"
+    )
+    return ExecResult("error", PROMPT_TOO_LONG, message, (), [], False, 0.0)
 
 
 def _gold_shape(ex: PreparedExample, mode: str) -> GoldShape:
@@ -257,7 +279,13 @@ def first_turn_outputs(
             )
         outputs.append(
             [
-                Completion(r.raw_output, int(r.prompt_tokens), int(r.completion_tokens), float(r.latency_s))
+                Completion(
+                    r.raw_output,
+                    int(r.prompt_tokens),
+                    int(r.completion_tokens),
+                    float(r.latency_s),
+                    getattr(r, "finish_reason", None) or "eos",
+                )
                 for r in group.itertuples(index=False)
             ]
         )
@@ -322,7 +350,9 @@ def run_rollout(
         generated += candidates
         heads = []
         for head in _heads(candidates):
-            if head.signal is None:
+            if head.verdict == PROMPT_TOO_LONG:
+                head.stop_reason = PROMPT_TOO_LONG
+            elif head.signal is None:
                 head.stop_reason = "correct" if head.verdict == "correct" else "out_of_scope"
             elif turn == settings.max_turns:
                 head.stop_reason = "turn_limit"
@@ -346,8 +376,9 @@ def _heads(candidates: list[_Candidate]) -> list[_Candidate]:
 TRAJECTORY_COLUMNS = [
     "example_id", "db_id", "sample", "turn", "candidate", "candidate_id", "parent_id", "prompt", "raw_output",
     "sql", "status", "error_class", "error_message", "verdict", "correct", "executable", "schema_valid",
-    "reward", "n_rows", "prompt_tokens", "completion_tokens", "latency_s", "exec_s", "feedback",
-    "selected_tables", "gold_tables", "table_recall", "guards", "repair_signal", "stop_reason", *COST_COLUMNS,
+    "reward", "n_rows", "prompt_tokens", "completion_tokens", "finish_reason", "latency_s", "exec_s",
+    "feedback", "selected_tables", "gold_tables", "table_recall", "guards", "repair_signal", "stop_reason",
+    *COST_COLUMNS,
 ]  # fmt: skip
 
 
@@ -379,6 +410,7 @@ def _row(c: _Candidate, examples: Sequence[PreparedExample], settings: RolloutSe
         "n_rows": len(result.rows),
         "prompt_tokens": c.prompt_tokens,
         "completion_tokens": c.completion_tokens,
+        "finish_reason": c.finish_reason,
         "latency_s": c.latency_s,
         "exec_s": result.elapsed_s,
         "feedback": None,
@@ -443,6 +475,14 @@ def summarize(trajectories: pd.DataFrame, n_examples: int, max_turns: int) -> di
         "repair_success_rate": _rate(trajectory_final.loc[repaired]) if len(repaired) else None,
         "mean_table_recall": _rate(first.drop_duplicates("example_id")["table_recall"].dropna()),
         "generated_tokens": int(t["completion_tokens"].sum()),
+        # Share of candidates whose generation hit max_new_tokens (their SQL may be cut off) and counts of
+        # every finish reason; runs written before finish reasons were recorded have neither.
+        "truncated_share": (_rate(t["finish_reason"] == "length") if "finish_reason" in t else None),
+        "finish_reasons": (
+            {str(k): int(n) for k, n in t["finish_reason"].value_counts().items()}
+            if "finish_reason" in t
+            else {}
+        ),
         "errors_by_turn": {f"{turn}:{v}": int(n) for (turn, v), n in errors_by_turn.items()},
         "stop_reasons": (
             {str(k): int(n) for k, n in final["stop_reason"].value_counts().items()}

@@ -714,8 +714,9 @@ def _common_args(work_dir: Path, settings: TrainSettings, method: str, dtype: An
         "num_train_epochs": settings.epochs,
         "per_device_train_batch_size": settings.per_device_batch_size,
         "gradient_accumulation_steps": settings.gradient_accumulation_steps,
-        # transformers 5 renamed it; the old name still works but warns.
-        "activation_checkpointing": settings.gradient_checkpointing,
+        # transformers 5.17 (the version vLLM 0.31 supports) knows only this name; later versions rename
+        # it `activation_checkpointing` and still accept it.
+        "gradient_checkpointing": settings.gradient_checkpointing,
         "bf16": dtype == torch.bfloat16,
         "fp16": False,
         "seed": settings.seed,

@@ -108,7 +108,8 @@ def run_shard(
     with Sandbox(**sandbox_cfg) as sandbox:
         trajectories = run_rollout(prepared, backend, sandbox, settings, MatchSettings(keep_distinct))
     log.info("%d candidates in %.1f s", len(trajectories), time.perf_counter() - start)
-    return trajectories
+    # The backend that generated them (`auto` resolves per machine), for the summary and the report.
+    return trajectories.assign(backend=backend.name)
 
 
 def gather(run_name: str, run: dict[str, Any], shard_files: list[Path], out_dir: Path) -> dict[str, Any]:
@@ -124,6 +125,7 @@ def gather(run_name: str, run: dict[str, Any], shard_files: list[Path], out_dir:
     summary = {
         "run": run_name,
         **summarize(trajectories, n_examples, run["max_turns"]),
+        "backend_used": "+".join(sorted(set(trajectories.get("backend", pd.Series(dtype=str)).dropna()))),
         **{
             k: run[k]
             for k in (

@@ -1,0 +1,123 @@
+"""config/qwen2.5-coder-3b.yaml stands on its own: merged over config.yaml, no demo-sized value survives."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import update_config, validate
+
+from tests.conftest import REPO
+
+QWEN = REPO / "config" / "qwen2.5-coder-3b.yaml"
+SCHEMA = REPO / "schemas" / "config.schema.yaml"
+# Keys of config.yaml the Qwen file may leave alone: none of them depends on the demo's size.
+KEPT = {
+    "datasets.demo_train",  # a --configfile cannot remove a data set; nothing in the real run refers to it
+    "datasets.demo_dev",
+    "demo.seed",  # the demo data is not built in the real run
+    "matching.keep_distinct",  # false = Spider's official execution match
+    "alignment.ngram_max",  # the alignment paper's settings (arXiv 2510.04919)
+    "alignment.alpha",
+    "alignment.c",
+}
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def leaves(node: dict, prefix: str = "") -> Iterator[str]:
+    """Dotted paths of every value of a nested mapping that is not itself a non-empty mapping."""
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from leaves(value, f"{path}.")
+        else:
+            yield path
+
+
+def lookup(node: dict, dotted: str) -> object:
+    for key in dotted.split("."):
+        node = node[key]
+    return node
+
+
+def has(node: dict, dotted: str) -> bool:
+    try:
+        lookup(node, dotted)
+    except (KeyError, TypeError):
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def merged() -> dict:
+    """config.yaml updated with the Qwen file, as Snakemake does for `--configfile` (snakemake.utils)."""
+    config = load(REPO / "config.yaml")
+    update_config(config, load(QWEN))
+    return config
+
+
+def test_the_merged_config_is_valid(merged: dict):
+    validate(copy.deepcopy(merged), str(SCHEMA))
+
+
+def test_every_demo_value_is_set_again():
+    demo, qwen = load(REPO / "config.yaml"), load(QWEN)
+    kept = [p for p in leaves(demo) if not any(p == k or p.startswith(f"{k}.") for k in KEPT)]
+    assert len(kept) > 100, "the walk reaches the leaves"
+    missing = [path for path in kept if not has(qwen, path)]
+    assert missing == [], f"the Qwen file keeps config.yaml's {missing}"
+
+
+def test_the_allowlist_names_real_keys():
+    demo = load(REPO / "config.yaml")
+    assert all(has(demo, key) for key in KEPT)
+
+
+def test_nothing_refers_to_the_demo_data(merged: dict):
+    used = {merged["train_dataset"], merged["eval_dataset"]}
+    used |= {run["dataset"] for run in merged["runs"].values()}
+    used |= {pred["dataset"] for pred in merged["predictions"].values()}
+    assert used == {"spider_train", "spider_dev"}
+    assert merged["model"]["path"].endswith("Qwen2.5-Coder-3B-Instruct")
+
+
+def test_the_published_setup(merged: dict):
+    runs = merged["runs"]
+    assert set(runs) == {"train_mining"} and runs["train_mining"]["limit"] == 1000
+    assert merged["mining"]["runs"] == merged["training"]["sft_data"]["runs"] == ["train_mining"]
+    evaluation = merged["evaluation"]
+    assert evaluation["limit"] is None and evaluation["feedback_detail"] == "minimal"
+    assert evaluation["variants"] == ["base", "sft", "dpo", "sft_dpo"] and evaluation["max_turns"] >= 2
+    assert merged["alignment"]["selection"]["eval_limit"] is None  # the subsets on the same 1,034 examples
+    assert merged["merge"]["input_fractions"] == {"synthetic": 0.2}
+    assert merged["merge"]["type_fractions"]["gold_vs_failed_attempt"] == 0.2
+    for method in ("sft", "dpo"):
+        assert merged["training"][method]["precision"] == "bf16"
+        assert merged["training"][method]["max_steps"] is None and merged["training"][method]["epochs"] >= 1
+    assert (
+        merged["rollout"]["backend"] == "vllm"
+        and merged["rollout"]["gpus"] == merged["training"]["gpus"] == 1
+    )
+
+
+def test_generation_is_long_enough_everywhere(merged: dict):
+    """Every rollout (the runs; the eval runs and the repair study take `rollout`) allows 256 tokens."""
+    assert merged["rollout"]["max_new_tokens"] >= 256
+    for name, run in merged["runs"].items():
+        assert run.get("max_new_tokens", merged["rollout"]["max_new_tokens"]) >= 256, name
+    assert merged["rollout"]["vllm"]["max_model_len"] >= merged["training"]["sft"]["max_length"]
+
+
+def test_sizes_fit_a_real_run(merged: dict):
+    mining = merged["runs"]["train_mining"]
+    assert mining["num_samples"] >= 4 and mining["temperature"] > 0.3 and mining["max_turns"] >= 2
+    assert merged["rollout"]["shards"] >= 2 and merged["sandbox"]["workers"] >= 4
+    # the selection subsets: fewer than the gold SQL of the mined examples alone
+    assert 100 <= merged["alignment"]["selection"]["size"] < mining["limit"]
+    assert merged["repair_study"]["enabled"] and merged["repair_study"]["limit"] >= 200
