@@ -26,7 +26,7 @@ from sqlglot.dialects.sqlite import SQLite  # noqa: E402
 from sqlglot.errors import SqlglotError  # noqa: E402
 
 from benchmarks.common import SPIDER  # noqa: E402
-from workflow_scripts import alignment as al  # noqa: E402
+from workflow_scripts.alignment import kl as al  # noqa: E402
 
 MARK = "\x00"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SPIDER  # noqa: E402
-from workflow_scripts import alignment as al  # noqa: E402
+from workflow_scripts.alignment import kl as al  # noqa: E402
 
 SIMPLE_EXCLUDES = ("JOIN", "UNION", "INTERSECT", "EXCEPT")
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow_scripts.demo_data import build_demo
-from workflow_scripts.ingest import DatasetSpec
-from workflow_scripts.stages.ingest import ingest
+from workflow_scripts.cli.data import ingest
+from workflow_scripts.core.scoring import MatchSettings
+from workflow_scripts.data.demo.builder import build_demo
+from workflow_scripts.data.ingest import DatasetSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SPIDER = REPO.parent / "shared" / "data" / "spider"
@@ -20,7 +21,9 @@ SPIDER = REPO.parent / "shared" / "data" / "spider"
 def load(spec: DatasetSpec, workdir: Path) -> dict[str, pd.DataFrame]:
     """Ingest `spec` and return its examples, gold and schema frames."""
     out = workdir / spec.name
-    ingest(spec, out, missing_db="skip", sandbox_cfg={"workers": 2, "max_rows": 100_000}, keep_distinct=False)
+    ingest(
+        spec, out, missing_db="skip", sandbox_cfg={"workers": 2, "max_rows": 100_000}, match=MatchSettings()
+    )
     return {name: pd.read_parquet(out / f"{name}.parquet") for name in ("examples", "gold", "schema")}
 
 

@@ -22,10 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 
 from benchmarks.common import REPO, demo_dev, tempdir  # noqa: E402
-from workflow_scripts.generation import Backend, SamplingConfig, make_backend  # noqa: E402
-from workflow_scripts.rollout import PreparedExample, RolloutSettings, prepare_examples, run_rollout  # noqa: E402
-from workflow_scripts.sandbox import Sandbox  # noqa: E402
-from workflow_scripts.scoring import MatchSettings  # noqa: E402
+from workflow_scripts.core.sandbox import Sandbox  # noqa: E402
+from workflow_scripts.core.scoring import MatchSettings  # noqa: E402
+from workflow_scripts.rollout.backends import make_backend  # noqa: E402
+from workflow_scripts.rollout.generation import Backend, SamplingConfig  # noqa: E402
+from workflow_scripts.rollout.loop import PreparedExample, RolloutSettings, prepare_examples, run_rollout  # noqa: E402
 
 
 def measure(

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from workflow_scripts.sandbox import Sandbox  # noqa: E402
+from workflow_scripts.core.sandbox import Sandbox  # noqa: E402
 
 
 def load_jobs(spider: Path, limit: int | None) -> tuple[list[tuple[str, str]], int, int]:

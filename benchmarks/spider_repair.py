@@ -17,10 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, SPIDER, spider_heldout, tempdir  # noqa: E402
-from workflow_scripts.generation import SamplingConfig, TransformersBackend  # noqa: E402
-from workflow_scripts.rollout import RolloutSettings, prepare_examples, run_rollout, summarize  # noqa: E402
-from workflow_scripts.sandbox import Sandbox  # noqa: E402
-from workflow_scripts.scoring import MatchSettings  # noqa: E402
+from workflow_scripts.core.sandbox import Sandbox  # noqa: E402
+from workflow_scripts.core.scoring import MatchSettings  # noqa: E402
+from workflow_scripts.rollout.generation import SamplingConfig, TransformersBackend  # noqa: E402
+from workflow_scripts.rollout.loop import RolloutSettings, prepare_examples, run_rollout, summarize  # noqa: E402
 
 
 def main() -> None:

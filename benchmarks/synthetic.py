@@ -20,8 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SPIDER, load, tempdir  # noqa: E402
-from workflow_scripts.ingest import DatasetSpec  # noqa: E402
-from workflow_scripts.negatives import (  # noqa: E402
+from workflow_scripts.core.sandbox import Sandbox  # noqa: E402
+from workflow_scripts.core.schema import tables_from_schema  # noqa: E402
+from workflow_scripts.core.scoring import MatchSettings  # noqa: E402
+from workflow_scripts.data.ingest import DatasetSpec  # noqa: E402
+from workflow_scripts.pairs.negatives import (  # noqa: E402
     NEGATIVE_TYPES,
     build_synthetic,
     column_values,
@@ -29,9 +32,6 @@ from workflow_scripts.negatives import (  # noqa: E402
     make_negatives,
     parse,
 )
-from workflow_scripts.retrieval import tables_from_schema  # noqa: E402
-from workflow_scripts.sandbox import Sandbox  # noqa: E402
-from workflow_scripts.scoring import MatchSettings  # noqa: E402
 
 
 def build_only(examples, schema, types, per_type, seed) -> tuple[int, float, float]:

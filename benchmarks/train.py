@@ -38,7 +38,7 @@ def build_data(workdir: Path, model: Path, rows: int) -> tuple[Path, Path, float
     import pandas as pd
     from transformers import AutoTokenizer
 
-    from workflow_scripts.rollout import RolloutSettings, prepare_examples
+    from workflow_scripts.rollout.loop import RolloutSettings, prepare_examples
 
     data = demo_dev(workdir)
     # Six tables and one example value per column give demo prompts of ~330 tokens (about 290 by default).
@@ -79,8 +79,8 @@ def worker(args: argparse.Namespace) -> None:
     import pandas as pd
     import torch
 
-    from workflow_scripts import training
-    from workflow_scripts.training import LoraSettings, TrainSettings, train_dpo, train_sft
+    from workflow_scripts.train import trainer as training
+    from workflow_scripts.train.trainer import LoraSettings, TrainSettings, train_dpo, train_sft
 
     torch.set_num_threads(args.threads)
     if args.worker.endswith("-all-positions"):

@@ -1,12 +1,6 @@
 ALIGNMENT = config["alignment"]
 ALIGNMENT_TARGET = f"{data_dir(config['eval_dataset'])}/examples.parquet"
 SFT_DATA_DIR = data_dir(run_settings(SFT_RUNS[0])["dataset"])
-SFT_DATA_FLAGS = " ".join(
-    [
-        "--include-gold" if config["training"]["sft_data"]["include_gold"] else "--no-include-gold",
-        "--include-correct" if config["training"]["sft_data"]["include_correct"] else "--no-include-correct",
-    ]
-)
 ALIGNMENT_TARGET_LIMIT = (
     f"--target-limit {config['evaluation']['limit']}" if config["evaluation"]["limit"] else ""
 )
@@ -47,7 +41,7 @@ rule alignment_select:
     benchmark:
         "results/benchmarks/alignment/select.tsv"
     shell:
-        "python -m workflow_scripts.stages.alignment select --target-examples {input.target}"
+        "python -m workflow_scripts.cli.alignment select --target-examples {input.target}"
         " {params.target_limit} --data-dir {params.data_dir} --trajectories {input.trajectories}"
         " {params.sft_flags} --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
 
@@ -64,10 +58,7 @@ rule train_sft_subset:
         settings=training_settings("sft"),
     threads: config["training"]["threads"]
     resources:
-        gpu=config["training"]["gpus"],
-        cpus_per_gpu=cpus_per_gpu(config["training"]),
-        mem_mb=8000,
-        runtime=720,
+        **gpu_resources(config["training"], mem_mb=8000, runtime=720),
     conda:
         "../envs/cpu.yaml"
     log:
@@ -75,7 +66,7 @@ rule train_sft_subset:
     benchmark:
         "results/benchmarks/train/sft_{subset}.tsv"
     shell:
-        "python -m workflow_scripts.stages.train sft --model {input.model} --sft-data {input.data}"
+        "python -m workflow_scripts.cli.train sft --model {input.model} --sft-data {input.data}"
         " --settings {params.settings:q} --out {output} > {log} 2>&1"
 
 
@@ -111,7 +102,7 @@ rule alignment:
     benchmark:
         "results/benchmarks/alignment/analyse.tsv"
     shell:
-        "python -m workflow_scripts.stages.alignment analyse --target-examples {input.target}"
+        "python -m workflow_scripts.cli.alignment analyse --target-examples {input.target}"
         " {params.target_limit} --data-dir {params.data_dir} --trajectories {input.trajectories}"
         " {params.sft_flags} --pairs {input.pairs} {params.variants} {params.selection}"
         " --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"

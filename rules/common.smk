@@ -83,6 +83,15 @@ def data_dir(dataset):
     return f"results/data/{dataset}"
 
 
+def data_files(dataset, *names):
+    """The ingested Parquet files `names` of a data set, by name."""
+    return {name: f"{data_dir(dataset)}/{name}.parquet" for name in names}
+
+
+# How SQL is executed and compared, passed to every stage that runs SQL as one value (--execution).
+EXECUTION = as_json({"sandbox": config["sandbox"], "matching": config["matching"]})
+
+
 ADAPTER_DIR = "results/adapters"
 VARIANTS = config["evaluation"]["variants"]
 
@@ -131,6 +140,11 @@ def run_shards(run):
     return [f"results/rollouts/{run}/shards/{i}.parquet" for i in range(run_settings(run)["shards"])]
 
 
+def run_data(wildcards):
+    """Input function: the ingested examples, gold results and schema of a run's data set."""
+    return data_files(run_settings(wildcards.run)["dataset"], "examples", "gold", "schema")
+
+
 def rollout_model_inputs(wildcards):
     """The model (and adapter) directories a run reads, so Snakemake builds the default model first."""
     run = run_settings(wildcards.run)
@@ -140,14 +154,19 @@ def rollout_model_inputs(wildcards):
     return files
 
 
-def rollout_env(wildcards):
-    """The conda environment of a rollout job: the GPU one (with vLLM) when the run asks for vLLM."""
-    return "../envs/gpu.yaml" if run_settings(wildcards.run)["backend"] == "vllm" else "../envs/cpu.yaml"
+def run_env(run):
+    """The conda environment of a job that generates for `run`: the GPU one (with vLLM) when it asks for vLLM."""
+    return "../envs/gpu.yaml" if run_settings(run)["backend"] == "vllm" else "../envs/cpu.yaml"
 
 
 def cpus_per_gpu(settings):
     """CPUs a GPU job asks the scheduler for per GPU: its `threads` over its `gpus` (0 for a CPU job)."""
     return -(-settings["threads"] // settings["gpus"]) if settings["gpus"] else 0
+
+
+def gpu_resources(settings, mem_mb, runtime):
+    """The `resources` of a job that may use GPUs: rollout and training jobs, from their config section."""
+    return {"gpu": settings["gpus"], "cpus_per_gpu": cpus_per_gpu(settings), "mem_mb": mem_mb, "runtime": runtime}
 
 
 def training_settings(method):
@@ -156,3 +175,9 @@ def training_settings(method):
 
 
 SFT_RUNS = config["training"]["sft_data"]["runs"]
+SFT_DATA_FLAGS = " ".join(
+    [
+        "--include-gold" if config["training"]["sft_data"]["include_gold"] else "--no-include-gold",
+        "--include-correct" if config["training"]["sft_data"]["include_correct"] else "--no-include-correct",
+    ]
+)

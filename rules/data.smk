@@ -14,7 +14,7 @@ rule demo_data:
     benchmark:
         "results/benchmarks/demo_data.tsv"
     shell:
-        "python -m workflow_scripts.demo_data --out {params.out_dir} --seed {params.seed} > {log} 2>&1"
+        "python -m workflow_scripts.cli.data demo --out {params.out_dir} --seed {params.seed} > {log} 2>&1"
 
 
 rule ingest:
@@ -29,8 +29,7 @@ rule ingest:
     params:
         dataset=lambda w: as_json(config["datasets"][w.dataset]),
         missing_db=config["ingest"]["missing_db"],
-        sandbox=as_json(config["sandbox"]),
-        keep_distinct="--keep-distinct" if config["matching"]["keep_distinct"] else "",
+        execution=EXECUTION,
         out_dir=lambda w: data_dir(w.dataset),
     threads: config["sandbox"]["workers"]
     conda:
@@ -40,6 +39,6 @@ rule ingest:
     benchmark:
         "results/benchmarks/ingest/{dataset}.tsv"
     shell:
-        "python -m workflow_scripts.stages.ingest --name {wildcards.dataset} --dataset {params.dataset:q}"
-        " --missing-db {params.missing_db} --sandbox {params.sandbox:q} {params.keep_distinct}"
+        "python -m workflow_scripts.cli.data ingest --name {wildcards.dataset} --dataset {params.dataset:q}"
+        " --missing-db {params.missing_db} --execution {params.execution:q}"
         " --out-dir {params.out_dir} > {log} 2>&1"

@@ -10,8 +10,8 @@ rule score_predictions:
         summary="results/predictions/{name}/summary.json",
     params:
         ingested=lambda w: data_dir(config["predictions"][w.name]["dataset"]),
-        sandbox=as_json(config["sandbox"]),
-        keep_distinct="--keep-distinct" if config["matching"]["keep_distinct"] else "",
+        execution=EXECUTION,
+        out_dir=lambda w, output: os.path.dirname(output.summary),
     threads: config["sandbox"]["workers"]
     conda:
         "../envs/cpu.yaml"
@@ -20,9 +20,8 @@ rule score_predictions:
     benchmark:
         "results/benchmarks/score_predictions/{name}.tsv"
     shell:
-        "python -m workflow_scripts.evaluate --ingested {params.ingested} --pred {input.pred}"
-        " --sandbox {params.sandbox:q} {params.keep_distinct}"
-        " --out results/predictions/{wildcards.name} > {log} 2>&1"
+        "python -m workflow_scripts.cli.evaluate score --ingested {params.ingested} --pred {input.pred}"
+        " --execution {params.execution:q} --out {params.out_dir} > {log} 2>&1"
 
 
 rule compare_variants:
@@ -47,5 +46,5 @@ rule compare_variants:
     benchmark:
         "results/benchmarks/compare_variants.tsv"
     shell:
-        "python -m workflow_scripts.stages.compare {params.variants} --seed {params.seed}"
+        "python -m workflow_scripts.cli.evaluate compare {params.variants} --seed {params.seed}"
         " --out-dir {params.out_dir} > {log} 2>&1"

@@ -8,4 +8,4 @@ rule default_model:
     benchmark:
         "results/benchmarks/default_model.tsv"
     shell:
-        "python -m workflow_scripts.model --out {output} > {log} 2>&1"
+        "python -m workflow_scripts.cli.model --out {output} > {log} 2>&1"

@@ -1,11 +1,11 @@
 rule mine_pairs:
     input:
         trajectories="results/rollouts/{run}/trajectories.parquet",
-        examples=lambda w: f"{data_dir(run_settings(w.run)['dataset'])}/examples.parquet",
+        examples=lambda w: run_data(w)["examples"],
     output:
         "results/pairs/natural/{run}.parquet",
     params:
-        data_dir=lambda w: data_dir(run_settings(w.run)["dataset"]),
+        data_dir=lambda w, input: os.path.dirname(input.examples),
         use_gold="--use-gold-when-failed" if config["mining"]["use_gold_when_failed"] else "",
         max_pairs=config["mining"]["max_pairs_per_group"],
         min_cost_gap=(
@@ -20,16 +20,14 @@ rule mine_pairs:
     benchmark:
         "results/benchmarks/pairs/mine_{run}.tsv"
     shell:
-        "python -m workflow_scripts.stages.pairs mine --run {wildcards.run} --trajectories {input.trajectories}"
+        "python -m workflow_scripts.cli.pairs mine --run {wildcards.run} --trajectories {input.trajectories}"
         " --data-dir {params.data_dir} {params.use_gold} --max-pairs-per-group {params.max_pairs}"
         " {params.min_cost_gap} --out {output} > {log} 2>&1"
 
 
 rule synthetic_negatives:
     input:
-        examples=f"{data_dir(run_settings(config['synthetic']['run'])['dataset'])}/examples.parquet",
-        gold=f"{data_dir(run_settings(config['synthetic']['run'])['dataset'])}/gold.parquet",
-        schema=f"{data_dir(run_settings(config['synthetic']['run'])['dataset'])}/schema.parquet",
+        **data_files(run_settings(config["synthetic"]["run"])["dataset"], "examples", "gold", "schema"),
     output:
         negatives="results/pairs/synthetic/negatives.parquet",
         pairs="results/pairs/synthetic/pairs.parquet",
@@ -37,8 +35,7 @@ rule synthetic_negatives:
         data_dir=lambda w, input: os.path.dirname(input.examples),
         settings=as_json(config["synthetic"]),
         run=as_json(run_settings(config["synthetic"]["run"])),
-        sandbox=as_json(config["sandbox"]),
-        keep_distinct="--keep-distinct" if config["matching"]["keep_distinct"] else "",
+        execution=EXECUTION,
         out_dir=lambda w, output: os.path.dirname(output.pairs),
     threads: config["sandbox"]["workers"]
     conda:
@@ -48,9 +45,9 @@ rule synthetic_negatives:
     benchmark:
         "results/benchmarks/pairs/synthetic.tsv"
     shell:
-        "python -m workflow_scripts.stages.pairs synthetic --data-dir {params.data_dir}"
-        " --settings {params.settings:q} --run-settings {params.run:q} --sandbox {params.sandbox:q}"
-        " {params.keep_distinct} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m workflow_scripts.cli.pairs synthetic --data-dir {params.data_dir}"
+        " --settings {params.settings:q} --run-settings {params.run:q} --execution {params.execution:q}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule merge_pairs:
@@ -73,5 +70,5 @@ rule merge_pairs:
     benchmark:
         "results/benchmarks/pairs/merge.tsv"
     shell:
-        "python -m workflow_scripts.stages.pairs merge {params.natural} --input synthetic={input.synthetic}"
+        "python -m workflow_scripts.cli.pairs merge {params.natural} --input synthetic={input.synthetic}"
         " --negatives {input.negatives} --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"

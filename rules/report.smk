@@ -28,7 +28,7 @@ rule report:
     benchmark:
         "results/benchmarks/report.tsv"
     shell:
-        "python -m workflow_scripts.report --title {params.title:q} {params.datasets} {params.predictions}"
+        "python -m workflow_scripts.cli.report --title {params.title:q} {params.datasets} {params.predictions}"
         " {params.rollouts} --retrieval {input.retrieval} --pairs {input.pairs}"
         " --evaluation {params.evaluation} --alignment {params.alignment}"
         " {params.repair_study} {params.costs}"

@@ -1,16 +1,13 @@
 rule rollout_shard:
     input:
         unpack(rollout_model_inputs),
-        examples=lambda w: f"{data_dir(run_settings(w.run)['dataset'])}/examples.parquet",
-        gold=lambda w: f"{data_dir(run_settings(w.run)['dataset'])}/gold.parquet",
-        schema=lambda w: f"{data_dir(run_settings(w.run)['dataset'])}/schema.parquet",
+        unpack(run_data),
     output:
         "results/rollouts/{run}/shards/{shard}.parquet",
     params:
         settings=lambda w: as_json(run_settings(w.run)),
-        data_dir=lambda w: data_dir(run_settings(w.run)["dataset"]),
-        sandbox=as_json(config["sandbox"]),
-        keep_distinct="--keep-distinct" if config["matching"]["keep_distinct"] else "",
+        data_dir=lambda w, input: os.path.dirname(input.examples),
+        execution=EXECUTION,
     threads: lambda w: run_settings(w.run)["threads"]
     resources:
         gpu=lambda w: run_settings(w.run)["gpus"],
@@ -18,15 +15,15 @@ rule rollout_shard:
         mem_mb=8000,
         runtime=240,
     conda:
-        rollout_env
+        lambda w: run_env(w.run)
     log:
         "results/logs/rollout/{run}/shard_{shard}.log",
     benchmark:
         "results/benchmarks/rollout/{run}/shard_{shard}.tsv"
     shell:
-        "python -m workflow_scripts.stages.rollout shard --run {wildcards.run} --settings {params.settings:q}"
-        " --data-dir {params.data_dir} --shard {wildcards.shard} --sandbox {params.sandbox:q}"
-        " {params.keep_distinct} --threads {threads} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts.cli.rollout shard --run {wildcards.run} --settings {params.settings:q}"
+        " --data-dir {params.data_dir} --shard {wildcards.shard} --execution {params.execution:q}"
+        " --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule rollout_gather:
@@ -38,6 +35,7 @@ rule rollout_gather:
         summary="results/rollouts/{run}/summary.json",
     params:
         settings=lambda w: as_json(run_settings(w.run)),
+        out_dir=lambda w, output: os.path.dirname(output.summary),
     conda:
         "../envs/cpu.yaml"
     log:
@@ -45,8 +43,8 @@ rule rollout_gather:
     benchmark:
         "results/benchmarks/rollout/{run}/gather.tsv"
     shell:
-        "python -m workflow_scripts.stages.rollout gather --run {wildcards.run} --settings {params.settings:q}"
-        " --out-dir results/rollouts/{wildcards.run} {input} > {log} 2>&1"
+        "python -m workflow_scripts.cli.rollout gather --run {wildcards.run} --settings {params.settings:q}"
+        " --out-dir {params.out_dir} {input} > {log} 2>&1"
 
 
 rule retrieval_recall:
@@ -67,7 +65,7 @@ rule retrieval_recall:
     benchmark:
         "results/benchmarks/retrieval/{dataset}.tsv"
     shell:
-        "python -m workflow_scripts.stages.retrieval --data-dir {params.data_dir} --top-k {params.top_k}"
+        "python -m workflow_scripts.cli.rollout recall --data-dir {params.data_dir} --top-k {params.top_k}"
         " --fk-hops {params.fk_hops} --cell-values {params.cell_values} --out {output} > {log} 2>&1"
 
 
@@ -77,9 +75,7 @@ if REPAIR_STUDY["enabled"]:
         input:
             model=run_settings("eval_base")["model"],
             first_turn="results/rollouts/eval_base/trajectories.parquet",
-            examples=f"{data_dir(config['eval_dataset'])}/examples.parquet",
-            gold=f"{data_dir(config['eval_dataset'])}/gold.parquet",
-            schema=f"{data_dir(config['eval_dataset'])}/schema.parquet",
+            **data_files(config["eval_dataset"], "examples", "gold", "schema"),
         output:
             trajectories="results/repair_study/trajectories.parquet",
             table="results/repair_study/study.parquet",
@@ -88,23 +84,19 @@ if REPAIR_STUDY["enabled"]:
             settings=as_json(run_settings("eval_base")),
             study=as_json(REPAIR_STUDY),
             data_dir=lambda w, input: os.path.dirname(input.examples),
-            sandbox=as_json(config["sandbox"]),
-            keep_distinct="--keep-distinct" if config["matching"]["keep_distinct"] else "",
+            execution=EXECUTION,
             out_dir=lambda w, output: os.path.dirname(output.table),
         threads: run_settings("eval_base")["threads"]
         resources:
-            gpu=run_settings("eval_base")["gpus"],
-            cpus_per_gpu=cpus_per_gpu(run_settings("eval_base")),
-            mem_mb=8000,
-            runtime=240,
+            **gpu_resources(run_settings("eval_base"), mem_mb=8000, runtime=240),
         conda:
-            "../envs/gpu.yaml" if run_settings("eval_base")["backend"] == "vllm" else "../envs/cpu.yaml"
+            run_env("eval_base")
         log:
             "results/logs/repair_study.log",
         benchmark:
             "results/benchmarks/repair_study.tsv"
         shell:
-            "python -m workflow_scripts.stages.rollout study --settings {params.settings:q}"
+            "python -m workflow_scripts.cli.rollout study --settings {params.settings:q}"
             " --study {params.study:q} --data-dir {params.data_dir} --first-turn {input.first_turn}"
-            " --sandbox {params.sandbox:q} {params.keep_distinct} --threads {threads}"
+            " --execution {params.execution:q} --threads {threads}"
             " --out-dir {params.out_dir} > {log} 2>&1"

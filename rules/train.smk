@@ -8,16 +8,10 @@ rule train_sft:
     params:
         settings=training_settings("sft"),
         data_dir=lambda w, input: os.path.dirname(input.examples),
-        gold="--include-gold" if config["training"]["sft_data"]["include_gold"] else "--no-include-gold",
-        correct=(
-            "--include-correct" if config["training"]["sft_data"]["include_correct"] else "--no-include-correct"
-        ),
+        sft_flags=SFT_DATA_FLAGS,
     threads: config["training"]["threads"]
     resources:
-        gpu=config["training"]["gpus"],
-        cpus_per_gpu=cpus_per_gpu(config["training"]),
-        mem_mb=8000,
-        runtime=720,
+        **gpu_resources(config["training"], mem_mb=8000, runtime=720),
     conda:
         "../envs/cpu.yaml"
     log:
@@ -25,8 +19,8 @@ rule train_sft:
     benchmark:
         "results/benchmarks/train/sft.tsv"
     shell:
-        "python -m workflow_scripts.stages.train sft --model {input.model} --data-dir {params.data_dir}"
-        " --trajectories {input.trajectories} {params.gold} {params.correct} --settings {params.settings:q}"
+        "python -m workflow_scripts.cli.train sft --model {input.model} --data-dir {params.data_dir}"
+        " --trajectories {input.trajectories} {params.sft_flags} --settings {params.settings:q}"
         " --out {output} > {log} 2>&1"
 
 
@@ -38,12 +32,11 @@ rule train_dpo:
         directory(f"{ADAPTER_DIR}/dpo"),
     params:
         settings=training_settings("dpo"),
+        # SFT->DPO (rule train_sft_dpo) continues the SFT adapter; DPO starts from the base model
+        init=lambda w, input: f"--init-adapter {input.init_adapter}" if "init_adapter" in input.keys() else "",
     threads: config["training"]["threads"]
     resources:
-        gpu=config["training"]["gpus"],
-        cpus_per_gpu=cpus_per_gpu(config["training"]),
-        mem_mb=12000,
-        runtime=720,
+        **gpu_resources(config["training"], mem_mb=12000, runtime=720),
     conda:
         "../envs/cpu.yaml"
     log:
@@ -51,31 +44,18 @@ rule train_dpo:
     benchmark:
         "results/benchmarks/train/dpo.tsv"
     shell:
-        "python -m workflow_scripts.stages.train dpo --model {input.model} --pairs {input.pairs}"
+        "python -m workflow_scripts.cli.train dpo --model {input.model} --pairs {input.pairs} {params.init}"
         " --settings {params.settings:q} --out {output} > {log} 2>&1"
 
 
-rule train_sft_dpo:
+use rule train_dpo as train_sft_dpo with:
     input:
         model=config["model"]["path"],
         pairs="results/pairs/merged/train.parquet",
-        sft=f"{ADAPTER_DIR}/sft",
+        init_adapter=f"{ADAPTER_DIR}/sft",
     output:
         directory(f"{ADAPTER_DIR}/sft_dpo"),
-    params:
-        settings=training_settings("dpo"),
-    threads: config["training"]["threads"]
-    resources:
-        gpu=config["training"]["gpus"],
-        cpus_per_gpu=cpus_per_gpu(config["training"]),
-        mem_mb=12000,
-        runtime=720,
-    conda:
-        "../envs/cpu.yaml"
     log:
         "results/logs/train/sft_dpo.log",
     benchmark:
         "results/benchmarks/train/sft_dpo.tsv"
-    shell:
-        "python -m workflow_scripts.stages.train dpo --model {input.model} --pairs {input.pairs}"
-        " --init-adapter {input.sft} --settings {params.settings:q} --out {output} > {log} 2>&1"

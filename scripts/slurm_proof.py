@@ -44,7 +44,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from workflow_scripts.errors import UserError, run_cli  # noqa: E402
+from workflow_scripts.cli import run_cli  # noqa: E402
+from workflow_scripts.core.errors import UserError  # noqa: E402
 
 COPIED = ["Snakefile", "rules", "schemas", "workflow_scripts", "config.yaml", "config", "profiles", "envs"]
 TARGETS = [

@@ -37,8 +37,9 @@ def ingest_concert_questions(root: Path, questions: dict[str, str], name: str) -
     """Ingest data set `name` = {question: gold SQL} on a concert database under `root`: frames and `dir`."""
     import pandas as pd
 
-    from workflow_scripts.ingest import DatasetSpec
-    from workflow_scripts.stages.ingest import ingest
+    from workflow_scripts.cli.data import ingest
+    from workflow_scripts.core.scoring import MatchSettings
+    from workflow_scripts.data.ingest import DatasetSpec
 
     make_concert_db(root / "db" / "concert" / "concert.sqlite")
     records = [{"db_id": "concert", "question": q, "query": s} for q, s in questions.items()]
@@ -49,7 +50,7 @@ def ingest_concert_questions(root: Path, questions: dict[str, str], name: str) -
         out,
         missing_db="error",
         sandbox_cfg={"workers": 1, "timeout_s": 2.0},
-        keep_distinct=False,
+        match=MatchSettings(),
     )
     frames = {name: pd.read_parquet(out / f"{name}.parquet") for name in ("examples", "gold", "schema")}
     return {**frames, "dir": out}
@@ -72,7 +73,7 @@ def write_json(path: Path, obj) -> Path:
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded demo data set, built once per test session."""
-    from workflow_scripts.demo_data import build_demo
+    from workflow_scripts.data.demo.builder import build_demo
 
     out = tmp_path_factory.mktemp("demo")
     build_demo(out, seed=0)
@@ -82,7 +83,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real default model: the converted one of a previous main run, else fetched and converted now."""
-    from workflow_scripts.model import prepare_default_model
+    from workflow_scripts.core.model import prepare_default_model
 
     override = os.environ.get("TEXT2SQL_TEST_MODEL")
     if override:

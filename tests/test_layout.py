@@ -1,0 +1,103 @@
+"""The package reads like the DAG: imports go forward, only cli/ parses arguments, modules stay short."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+PACKAGE = REPO / "workflow_scripts"
+# Stages in the order data flows; a module may import its own stage and any earlier one, never a later one.
+ORDER = ("core", "data", "rollout", "pairs", "train", "evaluation", "alignment", "report", "cli")
+# Thin aliases that keep documented commands working; they belong to the CLI layer.
+ALIASES = {"evaluate.py", "alignment/__main__.py"}
+MAX_LINES = 500
+LENGTH_REASON = "Length:"
+
+
+def modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def stage_of(path: Path) -> str | None:
+    """The stage a module belongs to (None for the package's own __init__)."""
+    rel = path.relative_to(PACKAGE).as_posix()
+    if rel in ALIASES:
+        return "cli"
+    parts = rel.split("/")
+    return parts[0] if len(parts) > 1 else None
+
+
+def imported_stages(tree: ast.Module) -> set[tuple[str, int]]:
+    """(stage, line) of every `workflow_scripts.<stage>` the module imports."""
+    found = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "workflow_scripts" and len(parts) > 1 and parts[1] in ORDER:
+                found.add((parts[1], node.lineno))
+    return found
+
+
+def test_every_module_belongs_to_a_stage():
+    stray = [p.relative_to(PACKAGE).as_posix() for p in modules() if stage_of(p) not in (*ORDER, None)]
+    assert not stray, f"modules outside the stage subpackages {ORDER}: {stray}"
+    assert [p.name for p in PACKAGE.glob("*.py")] and {p.name for p in PACKAGE.glob("*.py")} <= {
+        "__init__.py",
+        "evaluate.py",
+    }
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_imports_go_forward(path: Path):
+    stage = stage_of(path)
+    rank = ORDER.index(stage) if stage else -1
+    tree = ast.parse(path.read_text())
+    backward = sorted(
+        f"line {line}: workflow_scripts.{target}"
+        for target, line in imported_stages(tree)
+        if ORDER.index(target) > rank
+    )
+    assert not backward, f"{path.relative_to(REPO)} ({stage}) imports a later stage: {backward}"
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_only_the_cli_layer_parses_arguments(path: Path):
+    if stage_of(path) == "cli":
+        return
+    tree = ast.parse(path.read_text())
+    mains = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main"]
+    argparse = [
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import) and any(a.name == "argparse" for a in n.names)
+    ]
+    assert not mains and not argparse, (
+        f"{path.relative_to(REPO)} defines main() or imports argparse: move it to cli/"
+    )
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_long_modules_say_why(path: Path):
+    text = path.read_text()
+    if text.count("\n") <= MAX_LINES:
+        return
+    docstring = ast.get_docstring(ast.parse(text)) or ""
+    assert LENGTH_REASON in docstring, (
+        f"{path.relative_to(REPO)} has {text.count(chr(10))} lines: split it, or give the reason in its "
+        f"docstring in a paragraph starting {LENGTH_REASON!r}"
+    )
+
+
+def test_the_check_catches_a_backward_import():
+    """The import check itself: a rollout module importing the CLI layer is found."""
+    tree = ast.parse("from workflow_scripts.cli import run_cli\nimport workflow_scripts.core.sandbox\n")
+    assert imported_stages(tree) == {("cli", 1), ("core", 2)}

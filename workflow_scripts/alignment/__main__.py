@@ -1,0 +1,11 @@
+"""`python -m workflow_scripts.alignment --target T --against NAME=FILE ...`: alignment table of SQL files.
+
+An alias of `python -m workflow_scripts.cli.alignment table`, kept so the documented command goes on working.
+"""
+
+import sys
+
+from workflow_scripts.cli import run_cli
+from workflow_scripts.cli.alignment import main
+
+run_cli(lambda: main(["table", *sys.argv[1:]]))

@@ -1,0 +1,104 @@
+"""Stage `data`: the embedded demo benchmark, and the ingestion of one data set.
+
+python -m workflow_scripts.cli.data demo --out DIR --seed N
+python -m workflow_scripts.cli.data ingest --name NAME --dataset JSON --execution JSON --out-dir DIR ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from workflow_scripts.cli import add_execution_argument, execution_settings, run_cli, setup_logging
+from workflow_scripts.core.artifacts import write_json, write_parquet
+from workflow_scripts.core.sandbox import Sandbox
+from workflow_scripts.core.scoring import MatchSettings, execute_gold
+from workflow_scripts.data.demo import build_demo
+from workflow_scripts.data.ingest import DatasetSpec, build_schema, normalize_records, read_records
+
+log = logging.getLogger("ingest")
+
+
+def ingest(
+    spec: DatasetSpec, out_dir: Path, *, missing_db: str, sandbox_cfg: dict, match: MatchSettings
+) -> dict:
+    """Ingest `spec` into `out_dir`; return the summary that is also written as summary.json."""
+    records = read_records(spec.path)
+    examples, skipped = normalize_records(records, spec, missing_db)  # type: ignore[arg-type]
+    log.info(
+        "%s: %d records, %d with a database, %d skipped", spec.name, len(records), len(examples), len(skipped)
+    )
+    schema = build_schema(examples, spec.tables)
+    with Sandbox(**sandbox_cfg) as sandbox:
+        gold, failed = execute_gold(examples, sandbox, match, progress=f"gold SQL of {spec.name}")
+    for row in failed.itertuples(index=False):
+        log.warning("excluded %s (%s): %s: %s", row.id, row.db_id, row.reason, row.error_message)
+    usable = examples[examples["id"].isin(gold["id"])].reset_index(drop=True)
+    excluded = _excluded(skipped, failed)
+    provenance = {
+        "dataset": spec.name,
+        "missing_db": missing_db,
+        "sandbox": sandbox_cfg,
+        "keep_distinct": match.keep_distinct,
+    }
+    write_parquet(usable, out_dir / "examples.parquet", provenance)
+    write_parquet(gold, out_dir / "gold.parquet", provenance)
+    write_parquet(excluded, out_dir / "excluded.parquet", provenance)
+    write_parquet(schema, out_dir / "schema.parquet", provenance)
+    summary = {
+        "dataset": spec.name,
+        "path": str(spec.path),
+        "records": len(records),
+        "usable": len(usable),
+        "skipped_missing_db": len(skipped),
+        "gold_failed": int((failed["reason"] == "gold_error").sum()),
+        "gold_truncated": int((failed["reason"] == "gold_truncated").sum()),
+        "databases": int(usable["db_id"].nunique()),
+        "tables": int(schema.groupby("db_id")["table"].nunique().sum()),
+        "gold_empty_results": int((gold["n_rows"] == 0).sum()),
+        "gold_exec_seconds": round(float(gold["elapsed_s"].sum()), 3),
+    }
+    write_json(summary, out_dir / "summary.json")
+    return summary
+
+
+def _excluded(skipped: pd.DataFrame, failed: pd.DataFrame) -> pd.DataFrame:
+    """The examples that are never scored: missing database, failing or truncated gold SQL."""
+    columns = ["id", "position", "db_id", "question", "gold_sql", "reason", "error_class", "error_message"]
+    frames = [f.reindex(columns=columns) for f in (skipped, failed) if len(f)]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns}).astype({"position": "int64"})
+    return pd.concat(frames, ignore_index=True).sort_values("position", kind="stable").reset_index(drop=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="build the embedded demo benchmark")
+    demo.add_argument("--out", type=Path, required=True, help="output directory")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    one = commands.add_parser("ingest", help="ingest one data set")
+    one.add_argument("--name", required=True, help="data set name")
+    one.add_argument("--dataset", required=True, help="the data set's config entry as JSON")
+    one.add_argument("--missing-db", choices=["error", "skip"], default="error")
+    add_execution_argument(one)
+    one.add_argument("--out-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    setup_logging()
+    if args.command == "demo":
+        print(json.dumps(build_demo(args.out, args.seed), indent=2))
+        return
+    spec = DatasetSpec.from_config(args.name, json.loads(args.dataset))
+    sandbox_cfg, match = execution_settings(args)
+    summary = ingest(spec, args.out_dir, missing_db=args.missing_db, sandbox_cfg=sandbox_cfg, match=match)
+    log.info("summary: %s", json.dumps(summary))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,111 @@
+"""Stage `evaluate`: the evaluation matrix of the variants, and the scoring of an external predictions file.
+
+python -m workflow_scripts.cli.evaluate compare --variant NAME=ROLLOUT_DIR ... --out-dir DIR
+python -m workflow_scripts.cli.evaluate score (--dataset DEV.json --db-root DIR | --ingested DIR) \
+    --pred PRED --out DIR
+
+`score` is also `python -m workflow_scripts.evaluate`. PRED is one SQL per line in data set order (the Spider
+convention; a TAB and what follows it is ignored) or JSONL with `id` and `sql`. It writes
+OUTDIR/per_example.parquet and OUTDIR/summary.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from workflow_scripts.cli import run_cli
+from workflow_scripts.core.artifacts import write_json, write_parquet
+from workflow_scripts.core.sandbox import Sandbox
+from workflow_scripts.core.scoring import MatchSettings, execute_gold
+from workflow_scripts.data.ingest import DatasetSpec, normalize_records, read_records
+from workflow_scripts.evaluation.matrix import compare_table, outcomes, paired_stats, routing, taxonomy
+from workflow_scripts.evaluation.predictions import (
+    evaluate,
+    format_summary,
+    load_ingested,
+    read_predictions,
+    record_ids,
+)
+
+
+def compare(args: argparse.Namespace) -> None:
+    """The compare table, taxonomy, routing and paired statistics of the variants' eval rollouts."""
+    results = {}
+    for item in args.variant:
+        name, _, path = item.partition("=")
+        results[name] = outcomes(pd.read_parquet(Path(path) / "trajectories.parquet"))
+    tables = {
+        "compare": compare_table(results),
+        "taxonomy": taxonomy(results),
+        "routing": routing(results),
+        "paired_one_shot": paired_stats(results, "first_correct", seed=args.seed),
+        "paired_repair": paired_stats(results, "final_correct", seed=args.seed),
+        "outcomes": pd.concat(
+            {n: o for n, o in results.items()}, names=["variant", "example_id"]
+        ).reset_index(),
+    }
+    for name, table in tables.items():
+        write_parquet(table, args.out_dir / f"{name}.parquet", {"variants": list(results)})
+    write_json(json.loads(tables["compare"].to_json(orient="records")), args.out_dir / "compare.json")
+
+
+def score(args: argparse.Namespace) -> None:
+    """Score a predictions file and print its summary."""
+    settings = MatchSettings(keep_distinct=args.keep_distinct)
+    sandbox_cfg = {"workers": 2, "max_rows": 100_000, **json.loads(args.sandbox)}
+    with Sandbox(**sandbox_cfg) as sandbox:
+        if args.ingested is not None:
+            examples, gold, excluded, n_records = load_ingested(args.ingested)
+        else:
+            spec = DatasetSpec(name=args.dataset.stem, path=args.dataset, db_root=args.db_root)
+            records = read_records(spec.path)
+            examples, skipped = normalize_records(records, spec, args.missing_db)
+            gold, failed = execute_gold(examples, sandbox, settings, progress="gold SQL")
+            excluded = pd.concat([f for f in (skipped, failed) if len(f)] or [skipped], ignore_index=True)
+            n_records = len(records)
+        ids = record_ids(examples, excluded, n_records)
+        predictions = read_predictions(args.pred, ids)
+        per_example, summary = evaluate(examples, gold, excluded, predictions, sandbox, settings)
+    summary["predictions"] = str(args.pred)
+    write_parquet(per_example, args.out / "per_example.parquet", {"predictions": str(args.pred)})
+    write_json(summary, args.out / "summary.json")
+    print(format_summary(summary), file=sys.stdout)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("compare", help="the evaluation matrix of the variants")
+    p.set_defaults(func=compare)
+    p.add_argument("--variant", action="append", required=True, metavar="NAME=ROLLOUT_DIR")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p = sub.add_parser("score", help="score an external predictions file")
+    p.set_defaults(func=score)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", type=Path, help="JSON/JSONL data set")
+    source.add_argument("--ingested", type=Path, help="a data set directory written by the ingest stage")
+    p.add_argument("--db-root", type=Path, help="directory of {db_id}/{db_id}.sqlite")
+    p.add_argument("--pred", type=Path, required=True, help="predictions: SQL per line, or JSONL id/sql")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument(
+        "--missing-db",
+        choices=["error", "skip"],
+        default="skip",
+        help="examples whose database is missing: skip (default, counted apart) or error",
+    )
+    p.add_argument("--keep-distinct", action="store_true", help="do not remove DISTINCT before execution")
+    p.add_argument("--sandbox", default="{}", help="sandbox settings as JSON (timeout_s, workers, ...)")
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,271 @@
+"""Stage `rollout`: a rollout run's shards and their gathering, the repair study, retrieval recall.
+
+python -m workflow_scripts.cli.rollout shard --run NAME --settings JSON --data-dir DIR --shard I ...
+python -m workflow_scripts.cli.rollout gather --run NAME --settings JSON --out-dir DIR SHARD ...
+python -m workflow_scripts.cli.rollout study --settings JSON --study JSON --data-dir DIR \
+    --first-turn TRAJECTORIES --out-dir DIR ...
+python -m workflow_scripts.cli.rollout recall --data-dir DIR --top-k K --out FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from workflow_scripts.cli import add_execution_argument, execution_settings, run_cli, setup_logging
+from workflow_scripts.core.artifacts import write_json, write_parquet
+from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.sandbox import Sandbox
+from workflow_scripts.core.scoring import MatchSettings
+from workflow_scripts.rollout.backends import make_backend
+from workflow_scripts.rollout.generation import Backend
+from workflow_scripts.rollout.loop import (
+    first_turn_outputs,
+    grpo_groups,
+    prepare_examples,
+    run_rollout,
+    summarize,
+)
+from workflow_scripts.rollout.repair_study import run_study, study_table
+from workflow_scripts.rollout.retrieval import recall_table
+from workflow_scripts.rollout.settings import RolloutSettings
+
+log = logging.getLogger("rollout")
+
+
+def run_backend(run: dict[str, Any], threads: int | None) -> Backend:
+    """The generation backend of a resolved run entry (its model and adapter)."""
+    backend = make_backend(
+        run["backend"],
+        run["model"],
+        adapter_path=run.get("adapter"),
+        batch_size=run["batch_size"],
+        threads=threads,
+        progress=True,
+        tensor_parallel_size=run["vllm"]["tensor_parallel_size"],
+        gpu_memory_utilization=run["vllm"]["gpu_memory_utilization"],
+        max_model_len=run["vllm"]["max_model_len"],
+    )
+    log.info("backend %s, model %s, adapter %s", backend.name, run["model"], run.get("adapter"))
+    return backend
+
+
+def shard_of(examples: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
+    """Return the examples of shard `shard` of `shards` (every shards-th example, so shards are balanced)."""
+    return examples.iloc[shard::shards].reset_index(drop=True)
+
+
+def run_shard(
+    run: dict[str, Any],
+    data_dir: Path,
+    shard: int,
+    sandbox_cfg: dict,
+    match: MatchSettings,
+    threads: int | None,
+) -> pd.DataFrame:
+    """Roll out one shard of a run; return its trajectories."""
+    examples = pd.read_parquet(data_dir / "examples.parquet")
+    if run.get("limit"):
+        examples = examples.head(run["limit"])
+    examples = shard_of(examples, shard, run["shards"])
+    gold = pd.read_parquet(data_dir / "gold.parquet")
+    schema = pd.read_parquet(data_dir / "schema.parquet")
+    settings = RolloutSettings.from_config(run)
+    prepared = prepare_examples(examples, gold, schema, settings)
+    log.info(
+        "shard %d/%d: %d examples, schema mode %s", shard, run["shards"], len(prepared), settings.schema_mode
+    )
+    if not prepared:
+        return run_rollout([], None, None, settings, match)  # type: ignore[arg-type]
+    backend = run_backend(run, threads)
+    start = time.perf_counter()
+    with Sandbox(**sandbox_cfg) as sandbox:
+        trajectories = run_rollout(prepared, backend, sandbox, settings, match)
+    log.info("%d candidates in %.1f s", len(trajectories), time.perf_counter() - start)
+    # The backend that generated them (`auto` resolves per machine), for the summary and the report.
+    return trajectories.assign(backend=backend.name)
+
+
+def gather(run_name: str, run: dict[str, Any], shard_files: list[Path], out_dir: Path) -> dict[str, Any]:
+    """Concatenate a run's shards and write trajectories, grpo_rollouts and summary."""
+    trajectories = pd.concat([pd.read_parquet(f) for f in shard_files], ignore_index=True)
+    if trajectories.empty:
+        raise UserError(
+            f"rollout run {run_name!r} produced no candidates. Fix: check its data set and limit."
+        )
+    trajectories = trajectories.sort_values(["example_id", "sample", "turn", "candidate"], kind="stable")
+    trajectories = trajectories.reset_index(drop=True)
+    n_examples = trajectories["example_id"].nunique()
+    summary = {
+        "run": run_name,
+        **summarize(trajectories, n_examples, run["max_turns"]),
+        "backend_used": "+".join(sorted(set(trajectories.get("backend", pd.Series(dtype=str)).dropna()))),
+        **{
+            k: run[k]
+            for k in (
+                "dataset",
+                "model",
+                "adapter",
+                "backend",
+                "schema_mode",
+                "top_k_tables",
+                "max_turns",
+                "feedback_mode",
+                "feedback_detail",
+                "repair_scope",
+                "num_samples",
+                "repair_samples",
+                "temperature",
+            )
+        },
+    }
+    provenance = {"run": run_name, "settings": run}
+    write_parquet(trajectories, out_dir / "trajectories.parquet", provenance)
+    write_parquet(grpo_groups(trajectories), out_dir / "grpo_rollouts.parquet", provenance)
+    write_json(summary, out_dir / "summary.json")
+    return summary
+
+
+def study(
+    run: dict[str, Any],
+    study_cfg: dict[str, Any],
+    data_dir: Path,
+    first_turn_file: Path,
+    sandbox_cfg: dict,
+    match: MatchSettings,
+    threads: int | None,
+    out_dir: Path,
+) -> pd.DataFrame:
+    """Run the repair study from the turn-1 answers in `first_turn_file`; write it and return its table.
+
+    `run` is the resolved run the first turn came from (the base model's greedy eval run); the study takes
+    the first `study_cfg["limit"]` of its examples and repairs them for up to `study_cfg["max_turns"]` turns.
+    """
+    first = pd.read_parquet(first_turn_file)
+    if float(run["temperature"]) > 0 or int(run["num_samples"]) != 1:
+        raise UserError(
+            f"the repair study starts from {first_turn_file}, which is not a greedy one-sample rollout. "
+            "Fix: study a greedy run (the eval runs are)."
+        )
+    examples = pd.read_parquet(data_dir / "examples.parquet")
+    examples = examples[examples["id"].isin(set(first["example_id"]))].head(study_cfg["limit"])
+    if examples.empty:
+        raise UserError(f"{first_turn_file} has no example of {data_dir}. Fix: rerun its rollout.")
+    gold = pd.read_parquet(data_dir / "gold.parquet")
+    schema = pd.read_parquet(data_dir / "schema.parquet")
+    base = RolloutSettings.from_config({**run, "max_turns": study_cfg["max_turns"]})
+    prepared = prepare_examples(examples.reset_index(drop=True), gold, schema, base)
+    try:
+        first_turn = first_turn_outputs(first, prepared)
+    except ValueError as exc:
+        raise UserError(
+            f"{first_turn_file}: {exc}. Fix: rerun that rollout with the current settings."
+        ) from exc
+    backend = run_backend(run, threads)
+    start = time.perf_counter()
+    with Sandbox(**sandbox_cfg) as sandbox:
+        trajectories = run_study(
+            prepared,
+            backend,
+            sandbox,
+            base,
+            match,
+            modes=study_cfg["modes"],
+            scopes=study_cfg["scopes"],
+            first_turn=first_turn,
+        )
+    table = study_table(trajectories)
+    log.info("repair study: %d candidates in %.1f s", len(trajectories), time.perf_counter() - start)
+    provenance = {"study": study_cfg, "settings": run}
+    write_parquet(trajectories, out_dir / "trajectories.parquet", provenance)
+    write_parquet(table, out_dir / "study.parquet", provenance)
+    write_json(
+        {"study": study_cfg, "examples": len(prepared), "rows": table.to_dict("records")},
+        out_dir / "summary.json",
+    )
+    return table
+
+
+def recall(args: argparse.Namespace) -> None:
+    """Write and print the gold-table recall of every retrieval mode (rule retrieval_recall)."""
+    table = recall_table(
+        pd.read_parquet(args.data_dir / "examples.parquet"),
+        pd.read_parquet(args.data_dir / "schema.parquet"),
+        top_k=args.top_k,
+        fk_hops=args.fk_hops,
+        cell_values=args.cell_values,
+    )
+    provenance = {"top_k": args.top_k, "fk_hops": args.fk_hops, "cell_values": args.cell_values}
+    write_parquet(table, args.out, provenance)
+    print(table.groupby("mode")[["recall", "selected"]].mean().round(3).to_string())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    shard = sub.add_parser("shard", help="roll out one shard")
+    shard.add_argument("--run", required=True)
+    shard.add_argument("--settings", required=True, help="the resolved run entry as JSON")
+    shard.add_argument("--data-dir", type=Path, required=True, help="ingested data set directory")
+    shard.add_argument("--shard", type=int, required=True)
+    add_execution_argument(shard)
+    shard.add_argument("--threads", type=int)
+    shard.add_argument("--out", type=Path, required=True)
+    gathered = sub.add_parser("gather", help="gather a run's shards")
+    gathered.add_argument("--run", required=True)
+    gathered.add_argument("--settings", required=True)
+    gathered.add_argument("--out-dir", type=Path, required=True)
+    gathered.add_argument("shards", type=Path, nargs="+")
+    studied = sub.add_parser("study", help="repair the turn-1 answers of a run under every mode and scope")
+    studied.add_argument("--settings", required=True, help="the resolved run the first turn comes from")
+    studied.add_argument("--study", required=True, help="the `repair_study` config section as JSON")
+    studied.add_argument("--data-dir", type=Path, required=True, help="ingested data set directory")
+    studied.add_argument("--first-turn", type=Path, required=True, help="trajectories.parquet of that run")
+    add_execution_argument(studied)
+    studied.add_argument("--threads", type=int)
+    studied.add_argument("--out-dir", type=Path, required=True)
+    recalled = sub.add_parser("recall", help="gold-table recall of every schema retrieval mode on a data set")
+    recalled.add_argument("--data-dir", type=Path, required=True, help="ingested data set directory")
+    recalled.add_argument("--top-k", type=int, required=True)
+    recalled.add_argument("--fk-hops", type=int, default=1)
+    recalled.add_argument("--cell-values", type=int, default=0)
+    recalled.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    if args.command == "recall":
+        recall(args)
+        return
+    run = json.loads(args.settings)
+    if args.command == "shard":
+        sandbox_cfg, match = execution_settings(args)
+        trajectories = run_shard(run, args.data_dir, args.shard, sandbox_cfg, match, args.threads)
+        write_parquet(trajectories, args.out, {"run": args.run, "shard": args.shard, "settings": run})
+    elif args.command == "gather":
+        summary = gather(args.run, run, args.shards, args.out_dir)
+        log.info("summary: %s", json.dumps(summary))
+    else:
+        sandbox_cfg, match = execution_settings(args)
+        table = study(
+            run,
+            json.loads(args.study),
+            args.data_dir,
+            args.first_turn,
+            sandbox_cfg,
+            match,
+            args.threads,
+            args.out_dir,
+        )
+        log.info("repair study:\n%s", table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    run_cli(main)

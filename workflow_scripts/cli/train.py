@@ -1,0 +1,130 @@
+"""Stage `train`: LoRA SFT on correct rollout SQL (and gold SQL), and LoRA DPO on mined preference pairs.
+
+python -m workflow_scripts.cli.train sft --model M --data-dir D --trajectories T1 [T2 ...] --settings JSON
+    --out DIR [--no-include-gold] [--no-include-correct]
+python -m workflow_scripts.cli.train sft --model M --sft-data SUBSET.parquet --settings JSON --out DIR
+python -m workflow_scripts.cli.train dpo --model M --pairs results/pairs/merged/train.parquet
+    --settings JSON [--init-adapter DIR] --out DIR
+
+`--settings` is a JSON object with the keys of `train.settings.TrainSettings` (learning_rate, max_steps,
+epochs, per_device_batch_size, gradient_accumulation_steps, gradient_checkpointing, max_length, seed,
+precision, logging_steps, warmup_ratio, beta, loss_type, margin_aware, margin_scale, precompute_ref) and of
+`train.settings.LoraSettings` (r, alpha, dropout, target_modules), the latter flat or nested under "lora";
+missing keys take their defaults. `--out` becomes the PEFT adapter directory, with the run's metrics.json
+(losses, step times, peak memory, settings and inputs) inside; it is written only when training succeeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from workflow_scripts.cli import read_parquet, run_cli, setup_logging
+from workflow_scripts.core.errors import UserError
+from workflow_scripts.train.data import sft_examples
+from workflow_scripts.train.settings import settings_from_dict
+from workflow_scripts.train.trainer import train_dpo, train_sft
+
+log = logging.getLogger("train")
+
+
+def parse_settings(text: str) -> dict[str, Any]:
+    """Return the settings JSON object of `--settings`."""
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"--settings is not valid JSON ({err}). Fix: pass a JSON object.") from None
+    if not isinstance(cfg, dict):
+        raise UserError("--settings must be a JSON object. Fix: pass e.g. '{\"max_steps\": 100}'.")
+    return cfg
+
+
+def sft(args: argparse.Namespace) -> None:
+    cfg = parse_settings(args.settings)
+    lora, settings = settings_from_dict(cfg)
+    if args.sft_data is not None:
+        if args.data_dir is not None or args.trajectories:
+            raise UserError("--sft-data replaces --data-dir and --trajectories. Fix: pass one or the other.")
+        data = read_parquet(args.sft_data, "SFT data")
+        provenance: dict[str, Any] = {"sft_data": str(args.sft_data)}
+    else:
+        if args.data_dir is None or not args.trajectories:
+            raise UserError("sft needs --data-dir and --trajectories (or --sft-data). Fix: pass them.")
+        examples = read_parquet(args.data_dir / "examples.parquet", "examples")
+        trajectories = [read_parquet(path, "trajectories") for path in args.trajectories]
+        data = sft_examples(
+            trajectories, examples, include_gold=args.include_gold, include_correct=args.include_correct
+        )
+        provenance = {
+            "data_dir": str(args.data_dir),
+            "trajectories": [str(p) for p in args.trajectories],
+            "include_gold": args.include_gold,
+            "include_correct": args.include_correct,
+        }
+    log.info(
+        "%d SFT examples %s", len(data), data["source"].value_counts().to_dict() if "source" in data else {}
+    )
+    provenance = {"model": str(args.model), **provenance, "settings": cfg}
+    metrics = train_sft(args.model, data, args.out, lora, settings, provenance=provenance)
+    log.info(
+        "SFT: %d steps, loss %.4f, %.1f s", metrics["steps"], metrics["train_loss"], metrics["train_seconds"]
+    )
+
+
+def dpo(args: argparse.Namespace) -> None:
+    cfg = parse_settings(args.settings)
+    lora, settings = settings_from_dict(cfg)
+    pairs = read_parquet(args.pairs, "pairs")
+    provenance = {
+        "model": str(args.model),
+        "pairs": str(args.pairs),
+        "init_adapter": str(args.init_adapter) if args.init_adapter else None,
+        "settings": cfg,
+    }
+    metrics = train_dpo(
+        args.model, pairs, args.out, lora, settings, init_adapter=args.init_adapter, provenance=provenance
+    )
+    log.info(
+        "DPO: %d steps, loss %.4f, %.1f s", metrics["steps"], metrics["train_loss"], metrics["train_seconds"]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("sft", help="LoRA SFT on correct rollout SQL and gold SQL")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--data-dir", type=Path, help="the data set's directory (examples.parquet)")
+    p.add_argument("--trajectories", type=Path, nargs="+", default=[])
+    p.add_argument(
+        "--sft-data",
+        type=Path,
+        help="ready SFT examples (Parquet with prompt and completion), "
+        "e.g. a subset chosen by the alignment stage, instead of --data-dir and --trajectories",
+    )
+    p.add_argument("--include-gold", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--include-correct", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--settings", default="{}", help="training settings as JSON")
+    p.add_argument("--out", type=Path, required=True, help="the adapter directory to write")
+    p.set_defaults(func=sft)
+    p = sub.add_parser("dpo", help="LoRA DPO on preference pairs")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument(
+        "--pairs", type=Path, required=True, help="pairs Parquet (e.g. pairs/merged/train.parquet)"
+    )
+    p.add_argument("--init-adapter", type=Path, help="an SFT adapter to continue from (SFT→DPO)")
+    p.add_argument("--settings", default="{}", help="training settings as JSON")
+    p.add_argument("--out", type=Path, required=True, help="the adapter directory to write")
+    p.set_defaults(func=dpo)
+    args = parser.parse_args(argv)
+    setup_logging()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

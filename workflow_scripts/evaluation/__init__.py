@@ -1,0 +1,1 @@
+"""Evaluation: the matrix of variants from their eval rollouts, and scoring of external predictions."""

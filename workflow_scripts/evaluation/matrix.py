@@ -1,0 +1,168 @@
+"""The evaluation matrix: what each trained variant changes, from its eval rollout's trajectories.
+
+Each variant is evaluated by one greedy repair rollout on the eval set. Its one-shot figures are those of
+turn 1: with greedy decoding, turn 1 of a repair run is exactly a one-shot run (same prompts, same model),
+so running it twice would only cost time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from workflow_scripts.core.sandbox import ERROR_CLASSES
+from workflow_scripts.rollout.loop import final_answers
+
+# Every execution error class is something an executor sees, with no reference answer.
+EXECUTOR_VISIBLE = frozenset(ERROR_CLASSES)
+ROUTES = {
+    "online": "executor-visible error: repairable by any deployment",
+    "guarded": "empty result or a rule-guard signal: repairable with sanity guards",
+    "offline": "wrong result or row count: needs an external verifier (gold or tests)",
+}
+
+
+def route(verdict: str, guarded: bool = False) -> str | None:
+    """Return which verifier can catch a failed first-turn verdict (None for a correct one).
+
+    `guarded` says a rule guard (`guards.rule_guards`) fired on the candidate: a wrong result that a guard
+    flags needs no reference answer to be caught.
+    """
+    if verdict == "correct":
+        return None
+    if verdict in EXECUTOR_VISIBLE:
+        return "online"
+    if verdict == "empty_result" or guarded:
+        return "guarded"
+    return "offline"
+
+
+def _guard_fired(guards: object) -> bool:
+    """Whether a trajectory's `guards` cell (a JSON list of guard names) names any guard."""
+    return isinstance(guards, str) and bool(json.loads(guards))
+
+
+def outcomes(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """Per example: first-turn verdict, whether turn 1 and the final answer are correct, executability."""
+    t = trajectories.sort_values(["example_id", "sample", "turn", "candidate"])
+    first = t[(t["turn"] == 1) & (t["sample"] == 0)].set_index("example_id")
+    answers = final_answers(t)
+    final = answers.groupby("example_id")["correct"].any()
+    last = answers.groupby("example_id").tail(1).set_index("example_id")
+    return pd.DataFrame({
+        "first_verdict": first["verdict"],
+        "first_guarded": first["guards"].map(_guard_fired) if "guards" in first else False,
+        "first_correct": first["correct"],
+        "final_correct": final.reindex(first.index),
+        "first_executable": first["executable"],
+        "final_executable": last["executable"].reindex(first.index),
+        "repaired": t[t["turn"] > 1].groupby("example_id").size().reindex(first.index).fillna(0) > 0,
+    }).sort_index()  # fmt: skip
+
+
+def compare_table(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per (variant, mode): EX, repair success rate and executable rate."""
+    rows = []
+    for variant, o in results.items():
+        repaired = ~o["first_correct"] & o["repaired"]
+        repair_sr = o.loc[repaired, "final_correct"].mean() if repaired.any() else None
+        for mode, final, sr, executable in (
+            ("one-shot", "first_correct", None, "first_executable"),
+            ("repair", "final_correct", repair_sr, "final_executable"),
+        ):
+            rows.append({
+                "variant": variant,
+                "mode": mode,
+                "first-turn EX": o["first_correct"].mean(),
+                "final EX": o[final].mean(),
+                "repair SR": sr,
+                "executable": o[executable].mean(),
+                "examples": len(o),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def taxonomy(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """First-turn errors by class and how many the repair turns fixed, per variant."""
+    rows = []
+    for variant, o in results.items():
+        failed = o[~o["first_correct"]]
+        for verdict, group in failed.groupby("first_verdict"):
+            rows.append(
+                {
+                    "variant": variant,
+                    "first-turn error": verdict,
+                    "count": len(group),
+                    "fixed by repair": int(group["final_correct"].sum()),
+                }
+            )
+    return pd.DataFrame(rows, columns=["variant", "first-turn error", "count", "fixed by repair"])
+
+
+def routing(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """First-turn failures per variant by the verifier that can catch them, and how many repair fixed."""
+    rows = []
+    for variant, o in results.items():
+        routes = pd.Series(map(route, o["first_verdict"], o["first_guarded"]), index=o.index)
+        for name in ROUTES:
+            mask = routes == name
+            rows.append(
+                {
+                    "variant": variant,
+                    "route": name,
+                    "failures": int(mask.sum()),
+                    "fixed by repair": int(o.loc[mask, "final_correct"].sum()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value for b and c discordant pairs (binomial test with p = 1/2)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def bootstrap_ci(diff: np.ndarray, *, samples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of per-example differences."""
+    if len(diff) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def paired_stats(results: dict[str, pd.DataFrame], column: str, *, seed: int = 0) -> pd.DataFrame:
+    """For each pair of variants on the same examples: ΔEX (b − a), its bootstrap 95% CI, McNemar's p."""
+    rows = []
+    for a, b in combinations(results, 2):
+        common = results[a].index.intersection(results[b].index)
+        x = results[a].loc[common, column].astype(bool).to_numpy()
+        y = results[b].loc[common, column].astype(bool).to_numpy()
+        diff = y.astype(float) - x.astype(float)
+        low, high = bootstrap_ci(diff, seed=seed)
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "examples": len(common),
+                "EX a": x.mean() if len(x) else None,
+                "EX b": y.mean() if len(y) else None,
+                "ΔEX (b − a)": diff.mean() if len(diff) else None,
+                "95% CI low": low,
+                "95% CI high": high,
+                "b right, a wrong": int((y & ~x).sum()),
+                "a right, b wrong": int((x & ~y).sum()),
+                "McNemar p": mcnemar_p(int((y & ~x).sum()), int((x & ~y).sum())),
+            }
+        )
+    return pd.DataFrame(rows)

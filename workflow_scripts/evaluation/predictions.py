@@ -1,0 +1,133 @@
+"""Scoring of an external predictions file against a data set with Spider's execution match.
+
+PRED is one SQL per line in data set order (the Spider convention; a TAB and what follows it is ignored) or
+JSONL with `id` and `sql`; the command is `python -m workflow_scripts.evaluate` (cli/evaluate.py, `score`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.matching import VERDICTS
+from workflow_scripts.core.sandbox import Sandbox
+from workflow_scripts.core.scoring import MatchSettings, score_predictions
+
+EXCLUDED_VERDICTS = {"missing_db": "skipped", "gold_error": "gold_error", "gold_truncated": "gold_error"}
+
+
+def read_predictions(path: Path, record_ids: list[str]) -> list[str]:
+    """Return one predicted SQL per record, in data set order; `record_ids` are the records' ids in order."""
+    if not path.is_file():
+        raise UserError(f"predictions file {str(path)!r} does not exist. Fix: give the right --pred path.")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix == ".jsonl":
+        by_id: dict[str, str] = {}
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                by_id[str(item["id"])] = str(item["sql"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(
+                    f"{path}: line {lineno} is not a JSON object with `id` and `sql`. "
+                    'Fix: write one {"id": ..., "sql": ...} per line.'
+                ) from None
+        missing = [i for i in record_ids if i not in by_id]
+        unknown = sorted(set(by_id) - set(record_ids))
+        if missing or unknown:
+            raise UserError(
+                f"{path}: {len(missing)} examples have no prediction (e.g. {missing[:3]}) and "
+                f"{len(unknown)} ids are not in the data set (e.g. {unknown[:3]}). "
+                "Fix: give exactly one prediction per example id."
+            )
+        return [by_id[i] for i in record_ids]
+    if lines and lines[-1] == "" and len(lines) == len(record_ids) + 1:
+        lines = lines[:-1]
+    if len(lines) != len(record_ids):
+        raise UserError(
+            f"{path} has {len(lines)} lines but the data set has {len(record_ids)} examples. "
+            "Fix: write exactly one SQL per line, in data set order (empty line for no prediction)."
+        )
+    return [line.split("\t", 1)[0].strip() for line in lines]
+
+
+def evaluate(
+    examples: pd.DataFrame,
+    gold: pd.DataFrame,
+    excluded: pd.DataFrame,
+    predictions: list[str],
+    sandbox: Sandbox,
+    settings: MatchSettings,
+) -> tuple[pd.DataFrame, dict]:
+    """Return (per-example verdicts, summary); `predictions` are indexed by data set position."""
+    usable = examples[examples["id"].isin(gold["id"])]
+    scored = score_predictions(
+        usable, gold, [predictions[p] for p in usable["position"]], sandbox, settings, progress="predictions"
+    )
+    rest = pd.DataFrame(
+        {
+            "id": excluded["id"],
+            "index": excluded["position"],
+            "db_id": excluded["db_id"],
+            "question": excluded["question"],
+            "gold_sql": excluded["gold_sql"],
+            "pred_sql": [predictions[p] for p in excluded["position"]],
+            "verdict": excluded["reason"].map(EXCLUDED_VERDICTS),
+            "error_class": excluded.get("error_class"),
+            "error_message": excluded.get("error_message"),
+            "correct": False,
+        }
+    )
+    frames = [f for f in (scored, rest) if len(f)]
+    per_example = pd.concat(frames, ignore_index=True).sort_values("index").reset_index(drop=True)
+    counts = scored["verdict"].value_counts()
+    n_scored = len(scored)
+    summary = {
+        "ex": round(float(scored["correct"].mean()), 6) if n_scored else None,
+        "examples": len(per_example),
+        "scored": n_scored,
+        "correct": int(scored["correct"].sum()),
+        "executable": round(float((scored["status"] == "ok").mean()), 6) if n_scored else None,
+        "skipped_missing_db": int((rest["verdict"] == "skipped").sum()),
+        "gold_failed": int((rest["verdict"] == "gold_error").sum()),
+        "verdicts": {v: int(counts.get(v, 0)) for v in VERDICTS if counts.get(v, 0)},
+        "keep_distinct": settings.keep_distinct,
+    }
+    return per_example, summary
+
+
+def format_summary(summary: dict) -> str:
+    """Return the summary as a small text table."""
+    lines = [
+        f"{'EX':<22}{summary['ex'] if summary['ex'] is not None else 'n/a'}",
+        f"{'scored':<22}{summary['scored']} of {summary['examples']}",
+        f"{'correct':<22}{summary['correct']}",
+        f"{'executable':<22}{summary['executable']}",
+        f"{'skipped (no database)':<22}{summary['skipped_missing_db']}",
+        f"{'gold SQL failed':<22}{summary['gold_failed']}",
+        "verdicts:",
+    ]
+    lines += [f"  {v:<20}{n}" for v, n in summary["verdicts"].items()]
+    return "\n".join(lines)
+
+
+def load_ingested(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    """Return (examples, gold, excluded, number of records) written by the ingest stage."""
+    summary = json.loads((data_dir / "summary.json").read_text())
+    return (
+        pd.read_parquet(data_dir / "examples.parquet"),
+        pd.read_parquet(data_dir / "gold.parquet"),
+        pd.read_parquet(data_dir / "excluded.parquet"),
+        int(summary["records"]),
+    )
+
+
+def record_ids(examples: pd.DataFrame, excluded: pd.DataFrame, n_records: int) -> list[str]:
+    by_position = dict(zip(examples["position"], examples["id"], strict=True))
+    by_position |= dict(zip(excluded["position"], excluded["id"], strict=True))
+    return [by_position.get(p, f"#{p}") for p in range(n_records)]

@@ -1,0 +1,486 @@
+"""Execution-guided rollouts: prompt → generate → execute → feedback → repair, for up to `max_turns`.
+
+Turns are synchronous: turn t generates for every still-failing trajectory at once, so a backend sees
+large batches. A trajectory is one first-turn sample; at each repair turn it gets `repair_samples` candidates
+from the same repair prompt and goes on from the first one the scope's verifier accepts (else the first).
+Only failures inside `repair_scope` are repaired: any other attempt is the trajectory's final answer.
+Every executed candidate also gets its rule-guard signals and its query plan and cost (`query_cost`).
+A rollout may start from given first-turn completions (`first_turn`), e.g. those of an earlier greedy run,
+and then only generates the repair turns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from workflow_scripts.core.guards import GuardSignal, rule_guards
+from workflow_scripts.core.matching import PROMPT_TOO_LONG
+from workflow_scripts.core.matching import verdict as match_verdict
+from workflow_scripts.core.query_cost import COST_COLUMNS, cost_columns
+from workflow_scripts.core.sandbox import ExecResult, Sandbox
+from workflow_scripts.core.schema import Table
+from workflow_scripts.core.scoring import MatchSettings, gold_result
+from workflow_scripts.rollout.extraction import extract_sql
+from workflow_scripts.rollout.feedback import (
+    GoldShape,
+    RepairScope,
+    feedback_text,
+    repair_signal,
+)
+from workflow_scripts.rollout.generation import Backend, Completion, SamplingConfig
+from workflow_scripts.rollout.retrieval import (
+    gold_tables,
+    load_tables,
+    schema_prompt,
+    select_tables,
+    table_recall,
+)
+from workflow_scripts.rollout.settings import RolloutSettings
+
+SYSTEM_PROMPT = (
+    "You are an expert in SQLite. Given a database schema and a question, write one SQLite query that "
+    "answers the question. Reply with the SQL query only."
+)
+SCHEMA_ERROR_CLASSES = frozenset({"syntax_error", "no_such_table", "no_such_column", "ambiguous_column"})
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class PreparedExample:
+    """An example with its retrieved schema and first-turn prompt."""
+
+    id: str
+    db_id: str
+    db_path: str
+    question: str
+    gold: ExecResult
+    order_matters: bool
+    shown: list[Table]
+    all_tables: list[Table]
+    selected_tables: list[str]
+    gold_tables: list[str]
+    table_recall: float | None
+    prompt: Messages
+
+
+def first_prompt(schema_text: str, question: str) -> Messages:
+    """Return the first-turn chat prompt."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Database schema:\n{schema_text}\n\nQuestion: {question}\nSQL:"},
+    ]
+
+
+def repair_prompt(first: Messages, previous_sql: str, feedback: str) -> Messages:
+    """Return the repair prompt: the first prompt, the failed SQL and the feedback on it."""
+    return [*first, {"role": "assistant", "content": previous_sql}, {"role": "user", "content": feedback}]
+
+
+def rule_reward(turn: int, max_turns: int, correct: bool, executable: bool) -> float:
+    """Rule reward of one candidate.
+
+    1.0 correct at turn 1; 0.7 − 0.1·(turn − 2) correct at a repair turn; −0.5 wrong at the last allowed
+    turn; otherwise 0.2 executable but wrong, −0.2 an execution (syntax/schema/runtime) error.
+    """
+    if correct:
+        return 1.0 if turn == 1 else round(0.7 - 0.1 * (turn - 2), 4)
+    if turn >= max_turns:
+        return -0.5
+    return 0.2 if executable else -0.2
+
+
+def prepare_examples(
+    examples: pd.DataFrame, gold: pd.DataFrame, schema: pd.DataFrame, settings: RolloutSettings
+) -> list[PreparedExample]:
+    """Retrieve the schema of every example and build its first-turn prompt."""
+    gold_by_id = gold.set_index("id")
+    tables_cache: dict[str, list[Table]] = {}
+    prepared = []
+    for row in examples.itertuples(index=False):
+        if row.db_id not in tables_cache:
+            tables_cache[row.db_id] = load_tables(schema, row.db_id, row.db_path, settings.cell_values)
+        tables = tables_cache[row.db_id]
+        selected = select_tables(
+            row.question,
+            tables,
+            mode=settings.schema_mode,
+            top_k=settings.top_k_tables,
+            fk_hops=settings.fk_hops,
+        )
+        shown = [t for t in tables if t.name in selected]
+        wanted = sorted(gold_tables(row.gold_sql))
+        g = gold_by_id.loc[row.id]
+        prepared.append(
+            PreparedExample(
+                id=row.id,
+                db_id=row.db_id,
+                db_path=row.db_path,
+                question=row.question,
+                gold=gold_result(g),
+                order_matters=bool(g["order_matters"]),
+                shown=shown,
+                all_tables=tables,
+                selected_tables=list(selected),
+                gold_tables=wanted,
+                table_recall=table_recall(selected, wanted),
+                prompt=first_prompt(schema_prompt(shown, with_values=settings.cell_values > 0), row.question),
+            )
+        )
+    return prepared
+
+
+@dataclass
+class _Candidate:
+    example: int
+    sample: int
+    turn: int
+    index: int  # position among the candidates generated from the same prompt
+    parent: str | None
+    prompt: Messages
+    raw: str
+    sql: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    finish_reason: str
+    result: ExecResult | None = None
+    verdict: str = ""
+    guards: list[GuardSignal] = field(default_factory=list)
+    signal: str | None = None  # why the scope's verifier sends it to repair (None: accepted)
+    stop_reason: str | None = None  # set on the candidate a trajectory ends with
+
+    def id(self, examples: Sequence[PreparedExample]) -> str:
+        return f"{examples[self.example].id}/s{self.sample}/t{self.turn}/c{self.index}"
+
+
+def _generate(
+    backend: Backend,
+    requests: list[tuple[int, int, str | None, Messages]],
+    sampling: SamplingConfig,
+    turn: int,
+    outputs: Sequence[Sequence[Completion]] | None = None,
+) -> list[_Candidate]:
+    """Generate for (example, sample, parent id, prompt) requests; `sampling.num_samples` each.
+
+    Given `outputs` (one list of completions per request) are used instead of generating.
+    """
+    if outputs is None:
+        outputs = backend.generate([r[3] for r in requests], sampling)
+    candidates = []
+    for (example, sample, parent, prompt), completions in zip(requests, outputs, strict=True):
+        for index, c in enumerate(completions):
+            candidates.append(
+                _Candidate(
+                    example=example,
+                    sample=sample if turn > 1 else index,
+                    turn=turn,
+                    index=index if turn > 1 else 0,
+                    parent=parent,
+                    prompt=prompt,
+                    raw=c.text,
+                    sql=extract_sql(c.text),
+                    prompt_tokens=c.prompt_tokens,
+                    completion_tokens=c.completion_tokens,
+                    latency_s=c.latency_s,
+                    finish_reason=c.finish_reason,
+                )
+            )
+    return candidates
+
+
+def _execute(
+    candidates: list[_Candidate],
+    examples: Sequence[PreparedExample],
+    sandbox: Sandbox,
+    match: MatchSettings,
+    scope: RepairScope,
+) -> None:
+    """Execute the candidates (with query plans), score them and ask the scope's verifier about them.
+
+    A candidate whose prompt did not fit the context is not executed: it fails as `prompt_too_long`, and
+    it is not repaired (a repair prompt would be longer still).
+    """
+    runnable = [c for c in candidates if c.finish_reason != PROMPT_TOO_LONG]
+    jobs = [(examples[c.example].db_path, match.prepare(c.sql)) for c in runnable]
+    for c, result in zip(runnable, sandbox.execute_many(jobs, explain=True), strict=True):
+        ex = examples[c.example]
+        c.result = result
+        c.verdict = match_verdict(ex.gold, result, order_matters=ex.order_matters)
+        c.guards = rule_guards(c.sql) if result.status == "ok" else []
+        c.signal = repair_signal(result, c.verdict, scope, c.guards)
+    for c in candidates:
+        if c.finish_reason == PROMPT_TOO_LONG:
+            c.result = _too_long_result(c.prompt_tokens)
+            c.verdict, c.signal = PROMPT_TOO_LONG, None
+
+
+def _too_long_result(prompt_tokens: int) -> ExecResult:
+    """The failed result of a candidate whose prompt did not fit the model's context."""
+    message = (
+        f"the prompt has {prompt_tokens} tokens, which with max_new_tokens do not fit the model's context. "
+        "Fix: show fewer tables (rollout.top_k_tables, schema_mode), lower max_new_tokens, or raise "
+        "rollout.vllm.max_model_len"
+    )
+    return ExecResult("error", PROMPT_TOO_LONG, message, (), [], False, 0.0)
+
+
+def _gold_shape(ex: PreparedExample, mode: str) -> GoldShape:
+    """What feedback of `mode` may know about the gold result (its rows only for `oracle_rows`)."""
+    rows = tuple(ex.gold.rows[:3]) if mode == "oracle_rows" else ()
+    return GoldShape(len(ex.gold.rows), len(ex.gold.columns), rows)
+
+
+def first_turn_outputs(
+    trajectories: pd.DataFrame, examples: Sequence[PreparedExample]
+) -> list[list[Completion]]:
+    """Return the turn-1 completions of `trajectories` for each example, for `run_rollout(first_turn=...)`.
+
+    Raises ValueError when an example has no turn-1 candidate or its stored prompt differs from the one the
+    settings build now (then the completions would answer another prompt).
+    """
+    first = trajectories[trajectories["turn"] == 1].sort_values(["example_id", "sample"], kind="stable")
+    by_id = {eid: group for eid, group in first.groupby("example_id", sort=False)}
+    outputs = []
+    for ex in examples:
+        if ex.id not in by_id:
+            raise ValueError(f"example {ex.id} has no turn-1 candidate in the given trajectories")
+        group = by_id[ex.id]
+        if json.loads(group["prompt"].iloc[0]) != ex.prompt:
+            raise ValueError(
+                f"the stored turn-1 prompt of example {ex.id} differs from the prompt built now: the first "
+                "turn was rolled out with other retrieval or schema settings"
+            )
+        outputs.append(
+            [
+                Completion(
+                    r.raw_output,
+                    int(r.prompt_tokens),
+                    int(r.completion_tokens),
+                    float(r.latency_s),
+                    getattr(r, "finish_reason", None) or "eos",
+                )
+                for r in group.itertuples(index=False)
+            ]
+        )
+    return outputs
+
+
+def run_rollout(
+    examples: Sequence[PreparedExample],
+    backend: Backend,
+    sandbox: Sandbox,
+    settings: RolloutSettings,
+    match: MatchSettings,
+    *,
+    progress: bool = True,
+    first_turn: Sequence[Sequence[Completion]] | None = None,
+) -> pd.DataFrame:
+    """Run the rollout and return its trajectories: one row per candidate per turn.
+
+    `first_turn` (one list of completions per example, e.g. from `first_turn_outputs`) replaces the
+    generation of turn 1; the backend then only generates repairs.
+    """
+    from tqdm.auto import tqdm
+
+    scope: RepairScope = settings.repair_scope  # type: ignore[assignment]
+    first_sampling = settings.sampling
+    repair_sampling = SamplingConfig(**{**first_sampling.__dict__, "num_samples": settings.repair_samples})
+    generated: list[_Candidate] = []
+    feedback_of: dict[str, str] = {}
+    turns = tqdm(range(1, settings.max_turns + 1), desc="rollout turns", disable=not progress, unit="turn")
+    heads: list[_Candidate] = []
+    for turn in turns:
+        given = None
+        if turn == 1:
+            requests = [(i, 0, None, ex.prompt) for i, ex in enumerate(examples)]
+            sampling, given = first_sampling, first_turn
+        else:
+            requests = []
+            for head in heads:
+                ex = examples[head.example]
+                assert head.result is not None
+                text = feedback_text(
+                    head.sql,
+                    head.result,
+                    mode=settings.feedback_mode,
+                    detail=settings.feedback_detail,  # type: ignore[arg-type]
+                    shown=ex.shown,
+                    all_tables=ex.all_tables,
+                    gold=_gold_shape(ex, settings.feedback_mode),
+                    verdict=head.verdict,
+                    guards=head.guards,
+                )
+                head_id = head.id(examples)
+                feedback_of[head_id] = text
+                requests.append(
+                    (head.example, head.sample, head_id, repair_prompt(ex.prompt, head.sql, text))
+                )
+            sampling = repair_sampling
+        if not requests:
+            break
+        candidates = _generate(backend, requests, sampling, turn, given)
+        _execute(candidates, examples, sandbox, match, scope)
+        generated += candidates
+        heads = []
+        for head in _heads(candidates):
+            if head.verdict == PROMPT_TOO_LONG:
+                head.stop_reason = PROMPT_TOO_LONG
+            elif head.signal is None:
+                head.stop_reason = "correct" if head.verdict == "correct" else "out_of_scope"
+            elif turn == settings.max_turns:
+                head.stop_reason = "turn_limit"
+            else:
+                heads.append(head)
+        turns.set_postfix(failing=len(heads))
+    rows = [_row(c, examples, settings) for c in generated]
+    for row in rows:
+        row["feedback"] = feedback_of.get(row["candidate_id"])
+    return pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)
+
+
+def _heads(candidates: list[_Candidate]) -> list[_Candidate]:
+    """The candidate each trajectory goes on from: the first its scope's verifier accepts, else the first."""
+    groups: dict[tuple[int, int], list[_Candidate]] = {}
+    for c in candidates:
+        groups.setdefault((c.example, c.sample), []).append(c)
+    return [next((c for c in group if c.signal is None), group[0]) for group in groups.values()]
+
+
+TRAJECTORY_COLUMNS = [
+    "example_id", "db_id", "sample", "turn", "candidate", "candidate_id", "parent_id", "prompt", "raw_output",
+    "sql", "status", "error_class", "error_message", "verdict", "correct", "executable", "schema_valid",
+    "reward", "n_rows", "prompt_tokens", "completion_tokens", "finish_reason", "latency_s", "exec_s",
+    "feedback", "selected_tables", "gold_tables", "table_recall", "guards", "repair_signal", "stop_reason",
+    *COST_COLUMNS,
+]  # fmt: skip
+
+
+def _row(c: _Candidate, examples: Sequence[PreparedExample], settings: RolloutSettings) -> dict[str, Any]:
+    ex = examples[c.example]
+    result = c.result
+    assert result is not None
+    correct = c.verdict == "correct"
+    executable = result.status == "ok"
+    return {
+        "example_id": ex.id,
+        "db_id": ex.db_id,
+        "sample": c.sample,
+        "turn": c.turn,
+        "candidate": c.index,
+        "candidate_id": c.id(examples),
+        "parent_id": c.parent,
+        "prompt": json.dumps(c.prompt),
+        "raw_output": c.raw,
+        "sql": c.sql,
+        "status": result.status,
+        "error_class": result.error_class,
+        "error_message": result.error_message,
+        "verdict": c.verdict,
+        "correct": correct,
+        "executable": executable,
+        "schema_valid": result.error_class not in SCHEMA_ERROR_CLASSES,
+        "reward": rule_reward(c.turn, settings.max_turns, correct, executable),
+        "n_rows": len(result.rows),
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "finish_reason": c.finish_reason,
+        "latency_s": c.latency_s,
+        "exec_s": result.elapsed_s,
+        "feedback": None,
+        "selected_tables": json.dumps(ex.selected_tables),
+        "gold_tables": json.dumps(ex.gold_tables),
+        "table_recall": ex.table_recall,
+        "guards": json.dumps([g.guard for g in c.guards]),
+        "repair_signal": c.signal,
+        "stop_reason": c.stop_reason,
+        **cost_columns(result.plan),
+    }
+
+
+def _rate(values: pd.Series) -> float | None:
+    return round(float(values.mean()), 6) if len(values) else None
+
+
+def final_answers(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """One row per trajectory (example, sample): the candidate it ended with, i.e. its final answer.
+
+    That is the candidate with a `stop_reason`; for trajectories written before stop reasons were recorded,
+    the first correct candidate, else the last one.
+    """
+    t = trajectories.sort_values(["example_id", "sample", "turn", "candidate"], kind="stable")
+    if "stop_reason" in t and t["stop_reason"].notna().any():
+        return t[t["stop_reason"].notna()].reset_index(drop=True)
+    keys = ["example_id", "sample"]
+    first_correct = t[t["correct"]].groupby(keys).head(1)
+    last = t.groupby(keys).tail(1)
+    last = last[~last.set_index(keys).index.isin(first_correct.set_index(keys).index)]
+    return pd.concat([first_correct, last]).sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def summarize(trajectories: pd.DataFrame, n_examples: int, max_turns: int) -> dict[str, Any]:
+    """Return the run's metrics at example level (any trajectory's final answer correct) and candidate level.
+
+    A trajectory's final answer is the candidate it ended with (`final_answers`); repair success is the share
+    of trajectories that got a repair turn whose final answer is correct.
+    """
+    t = trajectories
+    first = t[t["turn"] == 1]
+    final = final_answers(t)
+    by_example_first = first.groupby("example_id")["correct"].any()
+    by_example_final = final.groupby("example_id")["correct"].any()
+    trajectory_final = final.set_index(["example_id", "sample"])["correct"]
+    trajectory_first = first.groupby(["example_id", "sample"])["correct"].any()
+    repaired = t[t["turn"] > 1].groupby(["example_id", "sample"]).size().index
+    errors_by_turn = t[~t["correct"]].groupby(["turn", "verdict"]).size()
+    correct_costs = t.loc[t["correct"], "plan_cost"].dropna() if "plan_cost" in t else pd.Series(dtype=float)
+    return {
+        "examples": n_examples,
+        "candidates": len(t),
+        "max_turns": max_turns,
+        "first_turn_ex": round(float(by_example_first.sum()) / n_examples, 6),
+        "final_ex": round(float(by_example_final.sum()) / n_examples, 6),
+        "first_turn_candidate_ex": _rate(trajectory_first),
+        "final_candidate_ex": _rate(trajectory_final),
+        "first_turn_executable": _rate(first["executable"]),
+        "final_executable": _rate(final["executable"]),
+        "schema_valid": _rate(t["schema_valid"]),
+        "repair_attempted": len(repaired),
+        "repair_success_rate": _rate(trajectory_final.loc[repaired]) if len(repaired) else None,
+        "mean_table_recall": _rate(first.drop_duplicates("example_id")["table_recall"].dropna()),
+        "generated_tokens": int(t["completion_tokens"].sum()),
+        # Share of candidates whose generation hit max_new_tokens (their SQL may be cut off) and counts of
+        # every finish reason; runs written before finish reasons were recorded have neither.
+        "truncated_share": (_rate(t["finish_reason"] == "length") if "finish_reason" in t else None),
+        "finish_reasons": (
+            {str(k): int(n) for k, n in t["finish_reason"].value_counts().items()}
+            if "finish_reason" in t
+            else {}
+        ),
+        "errors_by_turn": {f"{turn}:{v}": int(n) for (turn, v), n in errors_by_turn.items()},
+        "stop_reasons": (
+            {str(k): int(n) for k, n in final["stop_reason"].value_counts().items()}
+            if "stop_reason" in final
+            else {}
+        ),
+        "median_plan_cost_correct": float(correct_costs.median()) if len(correct_costs) else None,
+    }
+
+
+def grpo_groups(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """Group candidates by their exact prompt: (prompt, completions, rewards) rows for RL trainers."""
+    grouped = trajectories.groupby("prompt", sort=False)
+    return pd.DataFrame(
+        {
+            "prompt": list(grouped.groups),
+            "example_id": grouped["example_id"].first().to_list(),
+            "turn": grouped["turn"].first().to_list(),
+            "completions": grouped["raw_output"].agg(list).to_list(),
+            "rewards": grouped["reward"].agg(list).to_list(),
+        }
+    )

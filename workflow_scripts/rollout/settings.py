@@ -1,0 +1,54 @@
+"""The settings of one rollout run, and their translation from config.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from workflow_scripts.rollout.feedback import REPAIR_SCOPES, canonical_mode
+from workflow_scripts.rollout.generation import SamplingConfig
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """One rollout run's settings (see `runs` and `rollout` in config.yaml)."""
+
+    schema_mode: str = "bm25_fk"
+    top_k_tables: int = 4
+    fk_hops: int = 1
+    cell_values: int = 0
+    max_turns: int = 1
+    feedback_mode: str = "online_visible"
+    feedback_detail: str = "column"
+    repair_scope: str = "online_guarded"
+    repair_samples: int = 1
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feedback_mode", canonical_mode(self.feedback_mode))
+        if self.repair_scope not in REPAIR_SCOPES:
+            raise ValueError(f"unknown repair scope {self.repair_scope!r}; known: {', '.join(REPAIR_SCOPES)}")
+
+    @classmethod
+    def from_config(cls, run: Mapping[str, Any]) -> RolloutSettings:
+        """The settings of a resolved run entry of config.yaml (`rollout` defaults and the run's keys)."""
+        return cls(
+            schema_mode=run["schema_mode"],
+            top_k_tables=run["top_k_tables"],
+            fk_hops=run["fk_hops"],
+            cell_values=run["cell_values"],
+            max_turns=run["max_turns"],
+            feedback_mode=run["feedback_mode"],
+            feedback_detail=run["feedback_detail"],
+            repair_scope=run["repair_scope"],
+            repair_samples=run["repair_samples"],
+            sampling=SamplingConfig(
+                num_samples=run["num_samples"],
+                temperature=run["temperature"],
+                top_p=run["top_p"],
+                max_new_tokens=run["max_new_tokens"],
+                seed=run["seed"],
+                stop=tuple(run["stop"]),
+            ),
+        )

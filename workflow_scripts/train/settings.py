@@ -1,0 +1,183 @@
+"""Settings of a LoRA training run (LoraSettings, TrainSettings) and their checks against config.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from workflow_scripts.core.errors import UserError
+
+# Learning rates when the settings give none: common LoRA values (trl's own defaults, 2e-5 for SFT and 1e-6
+# for DPO, are meant for full fine-tuning and barely move a LoRA adapter).
+DEFAULT_LR = {"sft": 2e-4, "dpo": 5e-6}
+PRECISIONS = ("auto", "fp32", "bf16")
+# The DPO losses of trl 1.16.
+DPO_LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)  # fmt: skip
+# DPO losses that margin-aware training supports: both compare β·(Δ_policy − Δ_ref) with a target, which the
+# per-pair margin raises (see `margin_dpo_loss`).
+MARGIN_LOSS_TYPES = ("sigmoid", "hinge")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The LoRA adapter: rank `r`, scaling `alpha`, dropout and the (attention) modules it wraps."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def __post_init__(self) -> None:
+        # JSON gives lists (or one name); keep the dataclass hashable and comparable.
+        modules = self.target_modules
+        object.__setattr__(self, "target_modules", (modules,) if isinstance(modules, str) else tuple(modules))
+        problems = []
+        if self.r < 1:
+            problems.append(f"r={self.r} (must be >= 1)")
+        if self.alpha <= 0:
+            problems.append(f"alpha={self.alpha} (must be > 0)")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout={self.dropout} (must be in [0, 1))")
+        if not self.target_modules:
+            problems.append("target_modules is empty")
+        _raise_problems("LoRA", problems)
+
+    def peft_config(self) -> Any:
+        """Return the `peft.LoraConfig` of these settings (a causal-LM task)."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train. `max_steps` (optimizer steps), when set, wins over `epochs`.
+
+    `learning_rate` None takes `DEFAULT_LR` of the method. `precision` "auto" is bf16 on a CUDA GPU (base
+    weights in bf16, LoRA weights in fp32, bf16 autocast) and fp32 elsewhere. `warmup_ratio` is the share of
+    the steps with a linear warm-up. The DPO keys: `beta`, `loss_type` (a trl DPO loss), margin-aware
+    training (`margin_aware`, `margin_scale`; see `margin_dpo_loss`) and `precompute_ref`: compute the
+    reference log-probs of all pairs in one pass before training (True) or inside every step (False).
+    """
+
+    learning_rate: float | None = None
+    max_steps: int | None = None
+    epochs: float = 1.0
+    per_device_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = True
+    max_length: int = 1024
+    seed: int = 0
+    precision: str = "auto"
+    logging_steps: int = 1
+    warmup_ratio: float = 0.0
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    margin_aware: bool = False
+    margin_scale: float = 1.0
+    precompute_ref: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            problems.append(f"learning_rate={self.learning_rate} (must be > 0)")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            problems.append(f"max_steps={self.max_steps} (must be a positive integer, or null to use epochs)")
+        if self.max_steps is None and not self.epochs > 0:
+            problems.append(f"epochs={self.epochs} (must be > 0)")
+        for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
+        if self.max_length < 16:
+            problems.append(f"max_length={self.max_length} (must be >= 16)")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision={self.precision!r} (must be one of {', '.join(PRECISIONS)})")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warmup_ratio={self.warmup_ratio} (must be in [0, 1))")
+        if not self.beta > 0:
+            problems.append(f"beta={self.beta} (must be > 0)")
+        if self.loss_type not in DPO_LOSS_TYPES:
+            problems.append(f"loss_type={self.loss_type!r} (trl's DPO losses: {', '.join(DPO_LOSS_TYPES)})")
+        elif self.margin_aware and self.loss_type not in MARGIN_LOSS_TYPES:
+            problems.append(
+                f"margin_aware with loss_type={self.loss_type!r} (supported: {', '.join(MARGIN_LOSS_TYPES)})"
+            )
+        if self.margin_aware and not self.precompute_ref:
+            problems.append(
+                "margin_aware with precompute_ref=false (the margins shift precomputed log-probs)"
+            )
+        if self.margin_scale < 0:
+            problems.append(f"margin_scale={self.margin_scale} (must be >= 0)")
+        _raise_problems("training", problems)
+
+    def lr(self, method: str) -> float:
+        """Return the learning rate of `method` ("sft" or "dpo")."""
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[method]
+
+
+def _raise_problems(what: str, problems: Sequence[str]) -> None:
+    if problems:
+        raise UserError(f"invalid {what} settings: {'; '.join(problems)}. Fix: correct them in config.yaml.")
+
+
+def settings_from_dict(cfg: Mapping[str, Any]) -> tuple[LoraSettings, TrainSettings]:
+    """Return the LoRA and training settings of a config mapping.
+
+    The keys of `TrainSettings` sit at the top level; those of `LoraSettings` either at the top level too
+    (`r`, `alpha`, `dropout`, `target_modules`) or nested under `lora:`, not both. Unknown keys are an error,
+    so that a misspelt setting does not silently fall back to its default.
+    """
+    cfg = dict(cfg)
+    nested = cfg.pop("lora", None) or {}
+    if not isinstance(nested, Mapping):
+        raise UserError("the training setting `lora` must be a mapping. Fix: write `lora: {r: 16, ...}`.")
+    lora_keys = {f.name for f in fields(LoraSettings)}
+    train_keys = {f.name for f in fields(TrainSettings)}
+    flat_lora = {k: v for k, v in cfg.items() if k in lora_keys}
+    both = sorted(set(flat_lora) & set(nested))
+    unknown = sorted((set(cfg) - lora_keys - train_keys) | (set(nested) - lora_keys))
+    if both or unknown:
+        raise UserError(
+            "invalid training settings: "
+            + "; ".join(
+                ([f"{', '.join(both)} given both flat and under `lora`"] if both else [])
+                + ([f"unknown keys {', '.join(unknown)}"] if unknown else [])
+            )
+            + f". Fix: use the keys {', '.join(sorted(lora_keys | train_keys))} "
+            "(the LoRA ones flat or under `lora`)."
+        )
+    train = {k: v for k, v in cfg.items() if k in train_keys}
+    wrong = _wrong_types(LoraSettings, {**flat_lora, **nested}) + _wrong_types(TrainSettings, train)
+    _raise_problems("training", wrong)
+    return LoraSettings(**flat_lora, **nested), TrainSettings(**train)
+
+
+_SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _wrong_types(cls: type, values: Mapping[str, Any]) -> list[str]:
+    """Describe each value whose type does not fit its field of `cls` (scalar fields; None where allowed)."""
+    problems = []
+    for field in fields(cls):
+        if field.name not in values:
+            continue
+        value, kinds = values[field.name], [k.strip() for k in str(field.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        allowed = [t for k in kinds for t in _SCALARS.get(k, ())]
+        if not allowed or any(k not in _SCALARS and k != "None" for k in kinds):
+            continue  # not a scalar field (e.g. target_modules): checked in __post_init__
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, tuple(allowed)):
+            problems.append(f"{field.name}={value!r} (must be {' or '.join(kinds)})")
+    return problems
