@@ -1,15 +1,8 @@
 ALIGNMENT = config["alignment"]
 ALIGNMENT_TARGET = f"{data_dir(config['eval_dataset'])}/examples.parquet"
-SFT_DATA_DIR = data_dir(run_settings(SFT_RUNS[0])["dataset"])
 ALIGNMENT_TARGET_LIMIT = (
     f"--target-limit {config['evaluation']['limit']}" if config["evaluation"]["limit"] else ""
 )
-
-if "base" not in VARIANTS:
-    raise WorkflowError(
-        "the alignment stage measures AR against the base model's predictions, but evaluation.variants "
-        f"({', '.join(VARIANTS)}) lacks base. Fix: add base to evaluation.variants."
-    )
 
 
 rule alignment_select:

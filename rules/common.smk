@@ -4,6 +4,8 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
+from workflow_scripts.core.config import config_problem
+
 min_version("9.0")
 
 
@@ -22,40 +24,10 @@ USED_DATASETS = sorted(
 PREDICTIONS = sorted(config["predictions"])
 
 
-def check_references():
-    """Fail before any job runs when a config value names a data set that is not defined."""
-    refs = [("train_dataset", config["train_dataset"]), ("eval_dataset", config["eval_dataset"])]
-    refs += [(f"predictions.{n}.dataset", p["dataset"]) for n, p in config["predictions"].items()]
-    refs += [(f"runs.{n}.dataset", r["dataset"]) for n, r in config["runs"].items()]
-    run_refs = [(f"mining.runs[{i}]", r) for i, r in enumerate(config["mining"]["runs"])]
-    run_refs.append(("synthetic.run", config["synthetic"]["run"]))
-    run_refs += [(f"training.sft_data.runs[{i}]", r) for i, r in enumerate(config["training"]["sft_data"]["runs"])]
-    sft_datasets = {config["runs"].get(r, {}).get("dataset") for r in config["training"]["sft_data"]["runs"]}
-    if len(sft_datasets) > 1:
-        raise WorkflowError(
-            "config key training.sft_data.runs names runs on different data sets "
-            f"({', '.join(sorted(map(str, sft_datasets)))}). Fix: list runs of one data set."
-        )
-    for key, name in run_refs:
-        if name not in config["runs"]:
-            raise WorkflowError(
-                f"config key {key} names rollout run {name!r}, which is not under `runs` "
-                f"(defined: {', '.join(sorted(config['runs']))}). Fix: add the run or correct {key}."
-            )
-    if config["repair_study"]["enabled"] and "base" not in config["evaluation"]["variants"]:
-        raise WorkflowError(
-            "config key repair_study.enabled is true, but the study starts from the answers of eval_base and "
-            "evaluation.variants lacks `base`. Fix: add base to evaluation.variants or disable the study."
-        )
-    for key, name in refs:
-        if name not in config["datasets"]:
-            raise WorkflowError(
-                f"config key {key} names data set {name!r}, which is not under `datasets` "
-                f"(defined: {', '.join(DATASETS)}). Fix: add it to `datasets` or correct {key}."
-            )
-
-
-check_references()
+# Cross-key checks the schema cannot express (names that must refer to each other), before any job runs.
+problem = config_problem(config)
+if problem:
+    raise WorkflowError(problem)
 
 
 wildcard_constraints:
@@ -175,6 +147,8 @@ def training_settings(method):
 
 
 SFT_RUNS = config["training"]["sft_data"]["runs"]
+# The data set the SFT runs roll out (one: config_problem checks it).
+SFT_DATA_DIR = data_dir(run_settings(SFT_RUNS[0])["dataset"])
 SFT_DATA_FLAGS = " ".join(
     [
         "--include-gold" if config["training"]["sft_data"]["include_gold"] else "--no-include-gold",

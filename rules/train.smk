@@ -2,7 +2,7 @@ rule train_sft:
     input:
         model=config["model"]["path"],
         trajectories=expand("results/rollouts/{run}/trajectories.parquet", run=SFT_RUNS),
-        examples=f"{data_dir(run_settings(SFT_RUNS[0])['dataset'])}/examples.parquet",
+        examples=f"{SFT_DATA_DIR}/examples.parquet",
     output:
         directory(f"{ADAPTER_DIR}/sft"),
     params:

@@ -1,0 +1,49 @@
+"""Checks of config.yaml that its schema cannot express: keys whose values must name each other."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def config_problem(config: Mapping[str, Any]) -> str | None:
+    """The first cross-key mistake of a schema-valid config, as a message naming the key and the fix."""
+    refs = [("train_dataset", config["train_dataset"]), ("eval_dataset", config["eval_dataset"])]
+    refs += [(f"predictions.{n}.dataset", p["dataset"]) for n, p in config["predictions"].items()]
+    refs += [(f"runs.{n}.dataset", r["dataset"]) for n, r in config["runs"].items()]
+    run_refs = [(f"mining.runs[{i}]", r) for i, r in enumerate(config["mining"]["runs"])]
+    run_refs.append(("synthetic.run", config["synthetic"]["run"]))
+    run_refs += [
+        (f"training.sft_data.runs[{i}]", r) for i, r in enumerate(config["training"]["sft_data"]["runs"])
+    ]
+    sft_datasets = {config["runs"].get(r, {}).get("dataset") for r in config["training"]["sft_data"]["runs"]}
+    if len(sft_datasets) > 1:
+        return (
+            "config key training.sft_data.runs names runs on different data sets "
+            f"({', '.join(sorted(map(str, sft_datasets)))}). Fix: list runs of one data set."
+        )
+    for key, name in run_refs:
+        if name not in config["runs"]:
+            return (
+                f"config key {key} names rollout run {name!r}, which is not under `runs` "
+                f"(defined: {', '.join(sorted(config['runs']))}). Fix: add the run or correct {key}."
+            )
+    if config["repair_study"]["enabled"] and "base" not in config["evaluation"]["variants"]:
+        return (
+            "config key repair_study.enabled is true, but the study starts from the answers of eval_base and "
+            "evaluation.variants lacks `base`. Fix: add base to evaluation.variants or disable the study."
+        )
+    for key, name in refs:
+        if name not in config["datasets"]:
+            return (
+                f"config key {key} names data set {name!r}, which is not under `datasets` "
+                f"(defined: {', '.join(sorted(config['datasets']))}). "
+                f"Fix: add it to `datasets` or correct {key}."
+            )
+    if "base" not in config["evaluation"]["variants"]:
+        variants = ", ".join(config["evaluation"]["variants"])
+        return (
+            "the alignment stage measures AR against the base model's predictions, but evaluation.variants "
+            f"({variants}) lacks base. Fix: add base to evaluation.variants."
+        )
+    return None
