@@ -27,6 +27,20 @@ def run_module(module: str, *args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
+def run_ingest(spec: dict, out: Path) -> subprocess.CompletedProcess:
+    """The ingest stage's command on one data set entry of config.yaml."""
+    return run_module(
+        "workflow_scripts.cli.data",
+        "ingest",
+        "--name",
+        "bad",
+        "--dataset",
+        json.dumps(spec),
+        "--out-dir",
+        out,
+    )
+
+
 def assert_clean_failure(done: subprocess.CompletedProcess, names: str, outputs: list[Path]) -> str:
     """One `error:` line naming `names` and the fix, exit status 2, no traceback, no output left."""
     assert done.returncode == 2, (done.returncode, done.stderr[-3000:])
@@ -97,16 +111,7 @@ def test_bad_data_sets(tmp_path: Path, demo_dir: Path, make: Callable, names: st
     path = _dataset_file(tmp_path, demo_dir, make)
     out = tmp_path / "out"
     spec = {"path": str(path), "db_root": str(demo_dir / "database")}
-    done = run_module(
-        "workflow_scripts.cli.data",
-        "ingest",
-        "--name",
-        "bad",
-        "--dataset",
-        json.dumps(spec),
-        "--out-dir",
-        out,
-    )
+    done = run_ingest(spec, out)
     assert_clean_failure(done, names, [out])
 
 
@@ -116,16 +121,7 @@ def test_a_database_file_that_is_not_sqlite(tmp_path: Path, demo_dir: Path) -> N
     (root / "flights" / "flights.sqlite").write_bytes(b"this is a text file, not a database\n" * 50)
     out = tmp_path / "out"
     spec = {"path": str(demo_dir / "dev.json"), "db_root": str(root)}
-    done = run_module(
-        "workflow_scripts.cli.data",
-        "ingest",
-        "--name",
-        "bad",
-        "--dataset",
-        json.dumps(spec),
-        "--out-dir",
-        out,
-    )
+    done = run_ingest(spec, out)
     assert_clean_failure(done, "flights.sqlite", [out])
 
 

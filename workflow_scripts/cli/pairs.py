@@ -74,13 +74,7 @@ def synthetic(args: argparse.Namespace) -> None:
 
 def merge(args: argparse.Namespace) -> None:
     cfg = json.loads(args.settings)
-    settings = MergeSettings(
-        input_fractions=cfg["input_fractions"],
-        type_fractions=cfg["type_fractions"],
-        min_reward_margin=cfg["min_reward_margin"],
-        max_edit_ratio=cfg["max_sql_edit_distance_ratio"],
-        seed=cfg["seed"],
-    )
+    settings = MergeSettings.from_config(cfg)
     inputs: dict[str, pd.DataFrame] = {}
     for item in args.input:  # several files may feed one input (e.g. natural pairs of several runs)
         name, _, path = item.partition("=")

@@ -11,6 +11,7 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -24,6 +25,17 @@ class MergeSettings:
     min_reward_margin: float = 0.0
     max_edit_ratio: float = 1.0
     seed: int = 0
+
+    @classmethod
+    def from_config(cls, merge: Mapping[str, Any]) -> MergeSettings:
+        """The settings of config.yaml's `merge` section."""
+        return cls(
+            input_fractions=merge["input_fractions"],
+            type_fractions=merge["type_fractions"],
+            min_reward_margin=merge["min_reward_margin"],
+            max_edit_ratio=merge["max_sql_edit_distance_ratio"],
+            seed=merge["seed"],
+        )
 
 
 def filter_pairs(pairs: pd.DataFrame, settings: MergeSettings) -> pd.DataFrame:

@@ -238,14 +238,31 @@ class TransformersBackend:
         self.batch_size = batch_size
         self.progress = progress
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
         if adapter_path is not None:
             model = _merge_adapter(model, Path(adapter_path))
-        self.model = model.to(self.device).eval()
+        self._use(model.to(self.device).eval(), AutoTokenizer.from_pretrained(model_path))
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, *, batch_size: int = 8) -> TransformersBackend:
+        """A backend over a model already loaded (e.g. the policy a trainer updates), on the model's device.
+
+        The caller keeps the model's mode: generate with it in eval mode. `tokenizer` is set to pad on the
+        left, so pass one the caller does not share.
+        """
+        backend = cls.__new__(cls)
+        backend.device, backend.dtype = model.device, model.dtype
+        backend.batch_size, backend.progress = batch_size, False
+        backend._use(model, tokenizer)
+        return backend
+
+    def _use(self, model: Any, tokenizer: Any) -> None:
+        """Generate with `model` and `tokenizer` (left padding, a pad token, the model's stop ids)."""
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = model
         self.stop_ids = _stop_token_ids(
             self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id
         )

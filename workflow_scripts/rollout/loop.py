@@ -82,6 +82,11 @@ def repair_prompt(first: Messages, previous_sql: str, feedback: str) -> Messages
     return [*first, {"role": "assistant", "content": previous_sql}, {"role": "user", "content": feedback}]
 
 
+def turn_discount(turn: int) -> float:
+    """The reward of a correct answer at `turn`: 1.0 at turn 1, 0.7 − 0.1·(turn − 2) at a repair turn."""
+    return 1.0 if turn == 1 else round(0.7 - 0.1 * (turn - 2), 4)
+
+
 def rule_reward(turn: int, max_turns: int, correct: bool, executable: bool) -> float:
     """Rule reward of one candidate.
 
@@ -89,7 +94,7 @@ def rule_reward(turn: int, max_turns: int, correct: bool, executable: bool) -> f
     turn; otherwise 0.2 executable but wrong, −0.2 an execution (syntax/schema/runtime) error.
     """
     if correct:
-        return 1.0 if turn == 1 else round(0.7 - 0.1 * (turn - 2), 4)
+        return turn_discount(turn)
     if turn >= max_turns:
         return -0.5
     return 0.2 if executable else -0.2

@@ -10,7 +10,7 @@ from workflow_scripts.core.errors import UserError
 
 # Learning rates when the settings give none: common LoRA values (trl's own defaults, 2e-5 for SFT and 1e-6
 # for DPO, are meant for full fine-tuning and barely move a LoRA adapter).
-DEFAULT_LR = {"sft": 2e-4, "dpo": 5e-6}
+DEFAULT_LR = {"sft": 2e-4, "dpo": 5e-6, "grpo": 2e-5}
 PRECISIONS = ("auto", "fp32", "bf16")
 # The DPO losses of trl 1.16.
 DPO_LOSS_TYPES = (
@@ -122,7 +122,7 @@ class TrainSettings:
         _raise_problems("training", problems)
 
     def lr(self, method: str) -> float:
-        """Return the learning rate of `method` ("sft" or "dpo")."""
+        """Return the learning rate of `method` ("sft", "dpo" or "grpo")."""
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[method]
 
 

@@ -61,6 +61,14 @@ LOGGED_KEYS = (
     "rewards/chosen",
     "rewards/rejected",
     "mean_token_accuracy",
+    # GRPO
+    "reward",
+    "reward_std",
+    "rewards/correct/mean",
+    "kl",
+    "entropy",
+    "completions/mean_length",
+    "frac_reward_zero_std",
 )
 
 
@@ -90,10 +98,10 @@ def train_sft(
     dataset = sft_dataset(data)
     from trl import SFTConfig, SFTTrainer  # imported after the input checks: it takes seconds
 
-    with _staging_dir(Path(out_dir)) as staging, _completion_only_lm_head():
-        model, tokenizer, dtype = _load(model_path, settings)
+    with staging_dir(Path(out_dir)) as staging, _completion_only_lm_head():
+        model, tokenizer, dtype = load_model(model_path, settings)
         config = SFTConfig(
-            **_common_args(staging / "trainer", settings, "sft", dtype),
+            **common_args(staging / "trainer", settings, "sft", dtype),
             max_length=settings.max_length,
             completion_only_loss=True,
             packing=False,
@@ -107,9 +115,9 @@ def train_sft(
             processing_class=tokenizer,
             peft_config=lora.peft_config(),
         )
-        metrics = _run(trainer, time.perf_counter() - start, "sft", settings, lora)
+        metrics = run_training(trainer, time.perf_counter() - start, "sft", settings, lora)
         metrics["examples"] = len(data)
-        _save(trainer, staging / "adapter", metrics, provenance)
+        save_adapter(trainer, staging / "adapter", metrics, provenance)
     return metrics
 
 
@@ -158,11 +166,11 @@ def train_dpo(
     )
     n_pairs = len(pairs)
     dataset = pair_dataset(subsample_for_steps(pairs, settings), with_margin=settings.margin_aware)
-    with _staging_dir(Path(out_dir)) as staging, _completion_only_lm_head():
-        model, tokenizer, dtype = _load(model_path, settings)
+    with staging_dir(Path(out_dir)) as staging, _completion_only_lm_head():
+        model, tokenizer, dtype = load_model(model_path, settings)
         peft_config = lora.peft_config()
         if init_adapter is not None:
-            model = _load_adapter(model, Path(init_adapter))
+            model = load_adapter(model, Path(init_adapter))
             peft_config = None  # trl refuses a PeftModel together with a peft_config
             log.info(
                 "continuing the adapter %s %s; the lora settings are not used", init_adapter, _shape(model)
@@ -170,11 +178,11 @@ def train_dpo(
         trainer, setup_seconds = _dpo_trainer(
             model, tokenizer, dataset, peft_config, staging / "trainer", settings, dtype
         )
-        metrics = _run(trainer, setup_seconds, "dpo", settings, lora)
-        metrics.update(pairs=n_pairs, pairs_used=len(dataset), init_adapter=_str_or_none(init_adapter))
+        metrics = run_training(trainer, setup_seconds, "dpo", settings, lora)
+        metrics.update(pairs=n_pairs, pairs_used=len(dataset), init_adapter=str_or_none(init_adapter))
         if init_adapter is not None:
             metrics["lora"] = _shape(model)
-        _save(trainer, staging / "adapter", metrics, provenance)
+        save_adapter(trainer, staging / "adapter", metrics, provenance)
     return metrics
 
 
@@ -194,7 +202,7 @@ def _dpo_trainer(
     from trl import DPOConfig, DPOTrainer
 
     config = DPOConfig(
-        **_common_args(work_dir, settings, "dpo", dtype),
+        **common_args(work_dir, settings, "dpo", dtype),
         max_length=settings.max_length,
         beta=settings.beta,
         loss_type=[settings.loss_type],
@@ -262,7 +270,7 @@ def _completion_only_lm_head() -> Iterator[None]:
         trl_utils._use_triton = original
 
 
-def _load(model_path: Path, settings: TrainSettings) -> tuple[Any, Any, Any]:
+def load_model(model_path: Path, settings: TrainSettings) -> tuple[Any, Any, Any]:
     """Return the model (in the dtype of `settings.precision`), its tokenizer and that dtype."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -293,7 +301,7 @@ def _train_dtype(precision: str) -> Any:
     return torch.float32
 
 
-def _load_adapter(model: Any, adapter: Path) -> Any:
+def load_adapter(model: Any, adapter: Path) -> Any:
     """Return `model` wrapped in the PEFT adapter at `adapter`, trainable."""
     from peft import PeftModel
 
@@ -317,7 +325,7 @@ def _shape(model: Any) -> dict[str, Any]:
     }
 
 
-def _common_args(work_dir: Path, settings: TrainSettings, method: str, dtype: Any) -> dict[str, Any]:
+def common_args(work_dir: Path, settings: TrainSettings, method: str, dtype: Any) -> dict[str, Any]:
     """Return the trl config arguments that SFT and DPO share."""
     import torch
 
@@ -345,7 +353,7 @@ def _common_args(work_dir: Path, settings: TrainSettings, method: str, dtype: An
     }
 
 
-def _run(
+def run_training(
     trainer: Any, setup_seconds: float, method: str, settings: TrainSettings, lora: LoraSettings
 ) -> dict:
     """Train and return the metrics: losses per logged step, step times, seconds and peak memory."""
@@ -408,7 +416,7 @@ def _peak_rss_mib() -> float:
     return round(peak / (2**20 if os.uname().sysname == "Darwin" else 2**10), 1)
 
 
-def _save(
+def save_adapter(
     trainer: Any, adapter_dir: Path, metrics: dict[str, Any], provenance: Mapping[str, Any] | None
 ) -> None:
     """Save only the trained (default) adapter, in PEFT format, and metrics.json to `adapter_dir`."""
@@ -427,7 +435,7 @@ def _save(
 
 
 @contextlib.contextmanager
-def _staging_dir(out_dir: Path) -> Iterator[Path]:
+def staging_dir(out_dir: Path) -> Iterator[Path]:
     """Yield a staging directory beside `out_dir`; its `adapter/` replaces `out_dir` if the block succeeds."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
@@ -440,5 +448,5 @@ def _staging_dir(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _str_or_none(path: Path | str | None) -> str | None:
+def str_or_none(path: Path | str | None) -> str | None:
     return None if path is None else str(path)
