@@ -72,6 +72,7 @@ rule alignment:
         variants=expand("results/rollouts/eval_{variant}/trajectories.parquet", variant=VARIANTS),
         selection=expand("results/alignment/selection/{subset}.parquet", subset=SELECTION_SUBSETS),
         selection_runs=expand("results/rollouts/eval_sft_{subset}/trajectories.parquet", subset=SELECTION_SUBSETS),
+        rewarded=[f"{ADAPTER_DIR}/{v}" for v in VARIANTS if v in GRPO_VARIANTS],
     output:
         table="results/alignment/alignment.parquet",
         variants="results/alignment/variants.parquet",
@@ -87,6 +88,7 @@ rule alignment:
             f"--variant {v}=results/rollouts/eval_{v}" for v in [*VARIANTS, *(f"sft_{s}" for s in SELECTION_SUBSETS)]
         ),
         selection="--selection-dir results/alignment/selection" if SELECTION_SUBSETS else "",
+        rewarded=" ".join(f"--rewarded {v}={ADAPTER_DIR}/{v}/rewarded.parquet" for v in VARIANTS if v in GRPO_VARIANTS),
         out_dir=lambda w, output: os.path.dirname(output.summary),
     conda:
         "../envs/cpu.yaml"
@@ -97,5 +99,5 @@ rule alignment:
     shell:
         "python -m workflow_scripts.cli.alignment analyse --target-examples {input.target}"
         " {params.target_limit} --data-dir {params.data_dir} --trajectories {input.trajectories}"
-        " {params.sft_flags} --pairs {input.pairs} {params.variants} {params.selection}"
+        " {params.sft_flags} --pairs {input.pairs} {params.variants} {params.selection} {params.rewarded}"
         " --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"

@@ -66,6 +66,8 @@ EXECUTION = as_json({"sandbox": config["sandbox"], "matching": config["matching"
 
 ADAPTER_DIR = "results/adapters"
 VARIANTS = config["evaluation"]["variants"]
+# Variants trained online (their adapters hold rewarded.parquet: the correct answers sampled in training).
+GRPO_VARIANTS = ("grpo", "sft_grpo")
 
 
 def eval_run_entry(variant):
@@ -139,6 +141,10 @@ def cpus_per_gpu(settings):
 def gpu_resources(settings, mem_mb, runtime):
     """The `resources` of a job that may use GPUs: rollout and training jobs, from their config section."""
     return {"gpu": settings["gpus"], "cpus_per_gpu": cpus_per_gpu(settings), "mem_mb": mem_mb, "runtime": runtime}
+
+
+# GRPO's episodes are rollouts on the train data set with the evaluation's retrieval and feedback settings.
+GRPO_ROLLOUT = as_json({**run_settings("eval_base"), "dataset": config["train_dataset"]})
 
 
 def training_settings(method):

@@ -59,3 +59,44 @@ use rule train_dpo as train_sft_dpo with:
         "results/logs/train/sft_dpo.log",
     benchmark:
         "results/benchmarks/train/sft_dpo.tsv"
+
+
+rule train_grpo:
+    input:
+        model=config["model"]["path"],
+        **data_files(config["train_dataset"], "examples", "gold", "schema"),
+    output:
+        directory(f"{ADAPTER_DIR}/grpo"),
+    params:
+        settings=training_settings("grpo"),
+        rollout=GRPO_ROLLOUT,
+        execution=EXECUTION,
+        data_dir=lambda w, input: os.path.dirname(input.examples),
+        # SFT->GRPO (rule train_sft_grpo) continues the SFT adapter; GRPO starts a new one on the base model
+        init=lambda w, input: f"--init-adapter {input.init_adapter}" if "init_adapter" in input.keys() else "",
+    threads: config["training"]["threads"]
+    resources:
+        **gpu_resources(config["training"], mem_mb=12000, runtime=720),
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        "results/logs/train/grpo.log",
+    benchmark:
+        "results/benchmarks/train/grpo.tsv"
+    shell:
+        "python -m workflow_scripts.cli.train grpo --model {input.model} --data-dir {params.data_dir} {params.init}"
+        " --rollout {params.rollout:q} --execution {params.execution:q} --settings {params.settings:q}"
+        " --out {output} > {log} 2>&1"
+
+
+use rule train_grpo as train_sft_grpo with:
+    input:
+        model=config["model"]["path"],
+        **data_files(config["train_dataset"], "examples", "gold", "schema"),
+        init_adapter=f"{ADAPTER_DIR}/sft",
+    output:
+        directory(f"{ADAPTER_DIR}/sft_grpo"),
+    log:
+        "results/logs/train/sft_grpo.log",
+    benchmark:
+        "results/benchmarks/train/sft_grpo.tsv"

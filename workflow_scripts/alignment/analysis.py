@@ -14,6 +14,9 @@ VARIANT_TRAINING_SET = {
     "sft": "sft_data",
     "dpo": "dpo_chosen",
     "sft_dpo": "sft+dpo_chosen",
+    # GRPO moves the policy towards the answers it was rewarded for: the correct ones sampled in training.
+    "grpo": "grpo_rewarded",
+    "sft_grpo": "sft+sft_grpo_rewarded",
     "sft_aligned": "sft_aligned",
     "sft_random": "sft_random",
 }

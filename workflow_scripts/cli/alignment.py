@@ -16,7 +16,8 @@ maximising A_KL(target‖subset)) and `random.parquet` (seeded), plus `selection
 only rank the training queries; no target query enters a subset.
 
 `analyse` writes `alignment.parquet` (one row per set: the training sets `sft_data`, `dpo_chosen`,
-`dpo_rejected`, `synth20` = chosen and rejected SQL of the merged pairs, `sft+dpo_chosen` when an sft_dpo
+`dpo_rejected`, `synth20` = chosen and rejected SQL of the merged pairs, `grpo_rewarded` and
+`sft+sft_grpo_rewarded` (the correct answers GRPO sampled, `--rewarded`), `sft+dpo_chosen` when an sft_dpo
 variant is evaluated, the selection subsets; and `pred_{variant}`, each variant's turn-1 SQL on the target),
 `variants.parquet` (AR of each variant's training set against ΔEX over base on the same examples),
 `sample_size.parquet` (every bootstrap draw), `sample_size_summary.parquet` and `summary.json`.
@@ -130,6 +131,13 @@ def training_sets(args: argparse.Namespace, variants: Sequence[str]) -> dict[str
     }
     if "sft_dpo" in variants:
         sets["sft+dpo_chosen"] = sft + chosen
+    for item in args.rewarded:
+        variant, _, path = item.partition("=")
+        rewarded = [str(s) for s in read_parquet(Path(path), f"{variant} rewarded SQL")["sql"]]
+        if variant.startswith("sft_"):  # SFT→GRPO learnt from the SFT data, then from its rewarded answers
+            sets[f"sft+{variant}_rewarded"] = sft + rewarded
+        else:
+            sets[f"{variant}_rewarded"] = rewarded
     if args.selection_dir is not None:
         for name in SUBSETS:
             subset = read_parquet(args.selection_dir / f"{name}.parquet", f"{name} selection")
@@ -259,6 +267,13 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--pairs", type=Path, required=True, help="the merged pairs (pairs.parquet)")
             p.add_argument("--variant", action="append", required=True, metavar="NAME=ROLLOUT_DIR")
             p.add_argument("--selection-dir", type=Path, help="the output directory of `select`")
+            p.add_argument(
+                "--rewarded",
+                action="append",
+                default=[],
+                metavar="VARIANT=FILE",
+                help="a GRPO variant's rewarded.parquet (the correct answers sampled in training)",
+            )
     p = sub.add_parser("table", help="the alignment table of SQL files against a target")
     p.set_defaults(func=kl_table)
     p.add_argument("--target", type=Path, required=True, help="the target SQL (one per line or Parquet)")

@@ -1,16 +1,19 @@
-"""Stage `train`: LoRA SFT on correct rollout SQL (and gold SQL), and LoRA DPO on mined preference pairs.
+"""Stage `train`: LoRA SFT on correct SQL, DPO on mined preference pairs, and GRPO rewarded by the sandbox.
 
 python -m workflow_scripts.cli.train sft --model M --data-dir D --trajectories T1 [T2 ...] --settings JSON
     --out DIR [--no-include-gold] [--no-include-correct]
 python -m workflow_scripts.cli.train sft --model M --sft-data SUBSET.parquet --settings JSON --out DIR
 python -m workflow_scripts.cli.train dpo --model M --pairs results/pairs/merged/train.parquet
     --settings JSON [--init-adapter DIR] --out DIR
+python -m workflow_scripts.cli.train grpo --model M --data-dir results/data/TRAIN --rollout JSON
+    --execution JSON --settings JSON [--init-adapter DIR] --out DIR
 
 `--settings` is a JSON object with the keys of `train.settings.TrainSettings` (learning_rate, max_steps,
 epochs, per_device_batch_size, gradient_accumulation_steps, gradient_checkpointing, max_length, seed,
 precision, logging_steps, warmup_ratio, beta, loss_type, margin_aware, margin_scale, precompute_ref) and of
 `train.settings.LoraSettings` (r, alpha, dropout, target_modules), the latter flat or nested under "lora";
-missing keys take their defaults. `--out` becomes the PEFT adapter directory, with the run's metrics.json
+missing keys take their defaults; `grpo` also takes the keys of `train.grpo.GRPOSettings`. `--out` becomes
+the PEFT adapter directory, with the run's metrics.json
 (losses, step times, peak memory, settings and inputs) inside; it is written only when training succeeds.
 """
 
@@ -19,12 +22,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from workflow_scripts.cli import read_parquet, run_cli, setup_logging
+from workflow_scripts.cli import (
+    add_execution_argument,
+    execution_settings,
+    read_parquet,
+    run_cli,
+    setup_logging,
+)
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.rollout.loop import prepare_examples
+from workflow_scripts.rollout.settings import RolloutSettings
 from workflow_scripts.train.data import sft_examples
+from workflow_scripts.train.grpo import GRPOSettings, train_grpo
 from workflow_scripts.train.settings import settings_from_dict
 from workflow_scripts.train.trainer import train_dpo, train_sft
 
@@ -92,6 +105,52 @@ def dpo(args: argparse.Namespace) -> None:
     )
 
 
+def grpo(args: argparse.Namespace) -> None:
+    cfg = parse_settings(args.settings)
+    grpo_keys = {f.name for f in fields(GRPOSettings)}
+    grpo_settings = GRPOSettings.from_config(cfg)
+    lora, settings = settings_from_dict({k: v for k, v in cfg.items() if k not in grpo_keys})
+    run = json.loads(args.rollout)
+    examples = read_parquet(args.data_dir / "examples.parquet", "examples")
+    if grpo_settings.limit:
+        examples = examples.head(grpo_settings.limit)
+    prepared = prepare_examples(
+        examples,
+        read_parquet(args.data_dir / "gold.parquet", "gold results"),
+        read_parquet(args.data_dir / "schema.parquet", "schema"),
+        RolloutSettings.from_config(run),
+    )
+    sandbox_cfg, match = execution_settings(args)
+    provenance = {
+        "model": str(args.model),
+        "data_dir": str(args.data_dir),
+        "init_adapter": str(args.init_adapter) if args.init_adapter else None,
+        "settings": cfg,
+    }
+    log.info("GRPO on %d prompts: %s", len(prepared), grpo_settings)
+    metrics = train_grpo(
+        args.model,
+        prepared,
+        args.out,
+        lora,
+        settings,
+        grpo_settings,
+        rollout=RolloutSettings.from_config(run),
+        sandbox=sandbox_cfg,
+        match=match,
+        init_adapter=args.init_adapter,
+        provenance=provenance,
+    )
+    last = metrics["log"][-1] if metrics["log"] else {}
+    log.info(
+        "GRPO: %d steps, %.1f s, last reward %s, share correct %s",
+        metrics["steps"],
+        metrics["train_seconds"],
+        last.get("reward"),
+        last.get("rewards/correct/mean"),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -121,6 +180,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--settings", default="{}", help="training settings as JSON")
     p.add_argument("--out", type=Path, required=True, help="the adapter directory to write")
     p.set_defaults(func=dpo)
+    p = sub.add_parser("grpo", help="LoRA GRPO rewarded by the sandbox (one-shot or repair-aware)")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--data-dir", type=Path, required=True, help="the ingested train data set's directory")
+    p.add_argument("--rollout", required=True, help="the resolved rollout run (retrieval, feedback) as JSON")
+    add_execution_argument(p)
+    p.add_argument("--init-adapter", type=Path, help="an SFT adapter to continue from (SFT→GRPO)")
+    p.add_argument("--settings", default="{}", help="the `training.grpo` settings (and `lora`) as JSON")
+    p.add_argument("--out", type=Path, required=True, help="the adapter directory to write")
+    p.set_defaults(func=grpo)
     args = parser.parse_args(argv)
     setup_logging()
     args.func(args)

@@ -3,7 +3,8 @@
 Two schemes, chosen by `training.grpo.reward`:
 
 - ``rule``: the rollout's rule reward (`rollout.loop.rule_reward`): 1.0 correct at turn 1,
-  0.7 − 0.1·(turn − 2) correct after repair, −0.5 wrong at the last allowed turn, else 0.2 executable but wrong, −0.2 an error.
+  0.7 − 0.1·(turn − 2) correct after repair, −0.5 wrong at the last allowed turn, else 0.2 executable
+  but wrong, −0.2 an error.
 - ``arctic``: Arctic-Text2SQL-R1's: 1 correct, 0.1 executable but wrong, 0 otherwise; a correct answer
   after repair earns the rule reward's turn discount instead of 1, so a repair-aware episode prefers
   answers that are right at once.
