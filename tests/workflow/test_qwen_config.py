@@ -20,6 +20,7 @@ KEPT = {
     "datasets.demo_dev",
     "demo.seed",  # the demo data is not built in the real run
     "matching.keep_distinct",  # false = Spider's official execution match
+    "matching.metric",  # spider = Spider's official execution match
     "alignment.ngram_max",  # the alignment paper's settings (arXiv 2510.04919)
     "alignment.alpha",
     "alignment.c",

@@ -44,6 +44,7 @@ def ingest(
         "missing_db": missing_db,
         "sandbox": sandbox_cfg,
         "keep_distinct": match.keep_distinct,
+        "matching": match.to_config(),
     }
     write_parquet(usable, out_dir / "examples.parquet", provenance)
     write_parquet(gold, out_dir / "gold.parquet", provenance)
@@ -61,6 +62,7 @@ def ingest(
         "tables": int(schema.groupby("db_id")["table"].nunique().sum()),
         "gold_empty_results": int((gold["n_rows"] == 0).sum()),
         "gold_exec_seconds": round(float(gold["elapsed_s"].sum()), 3),
+        "metric": match.metric,
     }
     write_json(summary, out_dir / "summary.json")
     return summary

@@ -2,7 +2,7 @@
 
 python -m workflow_scripts.cli.evaluate compare --variant NAME=ROLLOUT_DIR ... --out-dir DIR
 python -m workflow_scripts.cli.evaluate score (--dataset DEV.json --db-root DIR | --ingested DIR) \
-    --pred PRED --out DIR
+    --pred PRED --out DIR [--metric spider|bird|strict] [--execution JSON]
 
 `score` is also `python -m workflow_scripts.evaluate`. PRED is one SQL per line in data set order (the Spider
 convention; a TAB and what follows it is ignored) or JSONL with `id` and `sql`. It writes
@@ -18,10 +18,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow_scripts.cli import run_cli
+from workflow_scripts.cli import (
+    add_execution_argument,
+    check_ingested,
+    execution_settings,
+    inherited_matching,
+    run_cli,
+)
 from workflow_scripts.core.artifacts import write_json, write_parquet
 from workflow_scripts.core.sandbox import Sandbox
-from workflow_scripts.core.scoring import MatchSettings, execute_gold
+from workflow_scripts.core.scoring import execute_gold
 from workflow_scripts.data.ingest import DatasetSpec, normalize_records, read_records
 from workflow_scripts.evaluation.matrix import compare_table, outcomes, paired_stats, routing, taxonomy
 from workflow_scripts.evaluation.predictions import (
@@ -36,9 +42,12 @@ from workflow_scripts.evaluation.predictions import (
 def compare(args: argparse.Namespace) -> None:
     """The compare table, taxonomy, routing and paired statistics of the variants' eval rollouts."""
     results = {}
+    files = []
     for item in args.variant:
         name, _, path = item.partition("=")
-        results[name] = outcomes(pd.read_parquet(Path(path) / "trajectories.parquet"))
+        files.append(Path(path) / "trajectories.parquet")
+        results[name] = outcomes(pd.read_parquet(files[-1]))
+    matching = inherited_matching(files)
     tables = {
         "compare": compare_table(results),
         "taxonomy": taxonomy(results),
@@ -50,16 +59,19 @@ def compare(args: argparse.Namespace) -> None:
         ).reset_index(),
     }
     for name, table in tables.items():
-        write_parquet(table, args.out_dir / f"{name}.parquet", {"variants": list(results)})
+        write_parquet(
+            table, args.out_dir / f"{name}.parquet", {"variants": list(results), "matching": matching}
+        )
     write_json(json.loads(tables["compare"].to_json(orient="records")), args.out_dir / "compare.json")
 
 
 def score(args: argparse.Namespace) -> None:
     """Score a predictions file and print its summary."""
-    settings = MatchSettings(keep_distinct=args.keep_distinct)
-    sandbox_cfg = {"workers": 2, "max_rows": 100_000, **json.loads(args.sandbox)}
+    sandbox_cfg, settings = execution_settings(args)
+    sandbox_cfg = {"workers": 2, "max_rows": 100_000, **sandbox_cfg, **json.loads(args.sandbox)}
     with Sandbox(**sandbox_cfg) as sandbox:
         if args.ingested is not None:
+            check_ingested(args.ingested, settings)
             examples, gold, excluded, n_records = load_ingested(args.ingested)
         else:
             spec = DatasetSpec(name=args.dataset.stem, path=args.dataset, db_root=args.db_root)
@@ -72,7 +84,8 @@ def score(args: argparse.Namespace) -> None:
         predictions = read_predictions(args.pred, ids)
         per_example, summary = evaluate(examples, gold, excluded, predictions, sandbox, settings)
     summary["predictions"] = str(args.pred)
-    write_parquet(per_example, args.out / "per_example.parquet", {"predictions": str(args.pred)})
+    provenance = {"predictions": str(args.pred), "matching": settings.to_config()}
+    write_parquet(per_example, args.out / "per_example.parquet", provenance)
     write_json(summary, args.out / "summary.json")
     print(format_summary(summary), file=sys.stdout)
 
@@ -101,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         default="skip",
         help="examples whose database is missing: skip (default, counted apart) or error",
     )
-    p.add_argument("--keep-distinct", action="store_true", help="do not remove DISTINCT before execution")
+    add_execution_argument(p)
+    p.add_argument("--keep-distinct", action="store_true", help="spider mode: do not remove DISTINCT")
     p.add_argument("--sandbox", default="{}", help="sandbox settings as JSON (timeout_s, workers, ...)")
     args = parser.parse_args(argv)
     args.func(args)

@@ -18,7 +18,14 @@ from typing import Any
 
 import pandas as pd
 
-from workflow_scripts.cli import add_execution_argument, execution_settings, run_cli, setup_logging
+from workflow_scripts.cli import (
+    add_execution_argument,
+    check_ingested,
+    execution_settings,
+    inherited_matching,
+    run_cli,
+    setup_logging,
+)
 from workflow_scripts.core.artifacts import write_json, write_parquet
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.sandbox import Sandbox
@@ -125,7 +132,8 @@ def gather(run_name: str, run: dict[str, Any], shard_files: list[Path], out_dir:
             )
         },
     }
-    provenance = {"run": run_name, "settings": run}
+    provenance = {"run": run_name, "settings": run, "matching": inherited_matching(shard_files)}
+    summary["metric"] = (provenance["matching"] or {}).get("metric")
     write_parquet(trajectories, out_dir / "trajectories.parquet", provenance)
     write_parquet(grpo_groups(trajectories), out_dir / "grpo_rollouts.parquet", provenance)
     write_json(summary, out_dir / "summary.json")
@@ -182,7 +190,7 @@ def study(
         )
     table = study_table(trajectories)
     log.info("repair study: %d candidates in %.1f s", len(trajectories), time.perf_counter() - start)
-    provenance = {"study": study_cfg, "settings": run}
+    provenance = {"study": study_cfg, "settings": run, "matching": match.to_config()}
     write_parquet(trajectories, out_dir / "trajectories.parquet", provenance)
     write_parquet(table, out_dir / "study.parquet", provenance)
     write_json(
@@ -201,7 +209,12 @@ def recall(args: argparse.Namespace) -> None:
         fk_hops=args.fk_hops,
         cell_values=args.cell_values,
     )
-    provenance = {"top_k": args.top_k, "fk_hops": args.fk_hops, "cell_values": args.cell_values}
+    provenance = {
+        "top_k": args.top_k,
+        "fk_hops": args.fk_hops,
+        "cell_values": args.cell_values,
+        "matching": inherited_matching([args.data_dir / "examples.parquet"]),
+    }
     write_parquet(table, args.out, provenance)
     print(table.groupby("mode")[["recall", "selected"]].mean().round(3).to_string())
 
@@ -247,13 +260,16 @@ def main(argv: list[str] | None = None) -> None:
     run = json.loads(args.settings)
     if args.command == "shard":
         sandbox_cfg, match = execution_settings(args)
+        check_ingested(args.data_dir, match)
         trajectories = run_shard(run, args.data_dir, args.shard, sandbox_cfg, match, args.threads)
-        write_parquet(trajectories, args.out, {"run": args.run, "shard": args.shard, "settings": run})
+        provenance = {"run": args.run, "shard": args.shard, "settings": run, "matching": match.to_config()}
+        write_parquet(trajectories, args.out, provenance)
     elif args.command == "gather":
         summary = gather(args.run, run, args.shards, args.out_dir)
         log.info("summary: %s", json.dumps(summary))
     else:
         sandbox_cfg, match = execution_settings(args)
+        check_ingested(args.data_dir, match)
         table = study(
             run,
             json.loads(args.study),

@@ -1,4 +1,4 @@
-"""Scoring of an external predictions file against a data set with Spider's execution match.
+"""Scoring of an external predictions file against a data set under a named metric mode.
 
 PRED is one SQL per line in data set order (the Spider convention; a TAB and what follows it is ignored) or
 JSONL with `id` and `sql`; the command is `python -m workflow_scripts.evaluate` (cli/evaluate.py, `score`).
@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from workflow_scripts.core.errors import UserError
-from workflow_scripts.core.matching import VERDICTS
+from workflow_scripts.core.matching import BIRD, VERDICTS
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings, score_predictions
 
@@ -64,7 +64,12 @@ def evaluate(
     sandbox: Sandbox,
     settings: MatchSettings,
 ) -> tuple[pd.DataFrame, dict]:
-    """Return (per-example verdicts, summary); `predictions` are indexed by data set position."""
+    """Return (per-example verdicts, summary); `predictions` are indexed by data set position.
+
+    `ex` is over the scored examples (a database and runnable gold SQL) in ``spider`` and ``strict`` mode;
+    in ``bird`` mode every question is in the denominator, so an example whose gold SQL fails or times
+    out, or whose database is missing, counts as wrong (BIRD's evaluator scores each question 0 or 1).
+    """
     usable = examples[examples["id"].isin(gold["id"])]
     scored = score_predictions(
         usable, gold, [predictions[p] for p in usable["position"]], sandbox, settings, progress="predictions"
@@ -87,11 +92,15 @@ def evaluate(
     per_example = pd.concat(frames, ignore_index=True).sort_values("index").reset_index(drop=True)
     counts = scored["verdict"].value_counts()
     n_scored = len(scored)
+    n_correct = int(scored["correct"].sum()) if n_scored else 0
+    denominator = len(per_example) if settings.metric == BIRD else n_scored
     summary = {
-        "ex": round(float(scored["correct"].mean()), 6) if n_scored else None,
+        "ex": round(n_correct / denominator, 6) if denominator else None,
+        "metric": settings.metric,
+        "denominator": denominator,
         "examples": len(per_example),
         "scored": n_scored,
-        "correct": int(scored["correct"].sum()),
+        "correct": n_correct,
         "executable": round(float((scored["status"] == "ok").mean()), 6) if n_scored else None,
         "skipped_missing_db": int((rest["verdict"] == "skipped").sum()),
         "gold_failed": int((rest["verdict"] == "gold_error").sum()),
@@ -105,6 +114,7 @@ def format_summary(summary: dict) -> str:
     """Return the summary as a small text table."""
     lines = [
         f"{'EX':<22}{summary['ex'] if summary['ex'] is not None else 'n/a'}",
+        f"{'metric':<22}{summary.get('metric', 'spider')} (denominator {summary.get('denominator')})",
         f"{'scored':<22}{summary['scored']} of {summary['examples']}",
         f"{'correct':<22}{summary['correct']}",
         f"{'executable':<22}{summary['executable']}",

@@ -20,7 +20,6 @@ import pandas as pd
 
 from workflow_scripts.core.guards import GuardSignal, rule_guards
 from workflow_scripts.core.matching import PROMPT_TOO_LONG
-from workflow_scripts.core.matching import verdict as match_verdict
 from workflow_scripts.core.query_cost import COST_COLUMNS, cost_columns
 from workflow_scripts.core.sandbox import ExecResult, Sandbox
 from workflow_scripts.core.schema import Table
@@ -216,7 +215,7 @@ def _execute(
     for c, result in zip(runnable, sandbox.execute_many(jobs, explain=True), strict=True):
         ex = examples[c.example]
         c.result = result
-        c.verdict = match_verdict(ex.gold, result, order_matters=ex.order_matters)
+        c.verdict = match.verdict(ex.gold, result, order_matters=ex.order_matters)
         c.guards = rule_guards(c.sql) if result.status == "ok" else []
         c.signal = repair_signal(result, c.verdict, scope, c.guards)
     for c in candidates:
