@@ -105,6 +105,7 @@ def run_settings(run):
     settings["vllm"] = {**config["rollout"]["vllm"], **entry.get("vllm", {})}
     settings["model"] = entry.get("model", config["model"]["path"])
     settings["adapter"] = entry.get("adapter")
+    settings["evidence"] = config.get("prompt", {}).get("evidence", "auto")
     return settings
 
 

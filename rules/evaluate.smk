@@ -26,9 +26,11 @@ rule score_predictions:
 
 rule compare_variants:
     input:
-        expand("results/rollouts/eval_{variant}/trajectories.parquet", variant=VARIANTS),
+        trajectories=expand("results/rollouts/eval_{variant}/trajectories.parquet", variant=VARIANTS),
+        examples=f"{data_dir(config['eval_dataset'])}/examples.parquet",
     output:
         compare="results/evaluation/compare.parquet",
+        difficulty="results/evaluation/difficulty.parquet",
         taxonomy="results/evaluation/taxonomy.parquet",
         routing="results/evaluation/routing.parquet",
         paired_one_shot="results/evaluation/paired_one_shot.parquet",
@@ -47,4 +49,5 @@ rule compare_variants:
         "results/benchmarks/compare_variants.tsv"
     shell:
         "python -m workflow_scripts.cli.evaluate compare {params.variants} --seed {params.seed}"
+        " --examples {input.examples}"
         " --out-dir {params.out_dir} > {log} 2>&1"

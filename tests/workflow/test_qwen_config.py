@@ -21,6 +21,7 @@ KEPT = {
     "demo.seed",  # the demo data is not built in the real run
     "matching.keep_distinct",  # false = Spider's official execution match
     "matching.metric",  # spider = Spider's official execution match
+    "prompt.evidence",  # auto = shown whenever the data set has it (BIRD-style)
     "alignment.ngram_max",  # the alignment paper's settings (arXiv 2510.04919)
     "alignment.alpha",
     "alignment.c",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from workflow_scripts.cli import add_execution_argument, execution_settings, run_cli, setup_logging
-from workflow_scripts.core.artifacts import write_json, write_parquet
+from workflow_scripts.core.artifacts import file_sha256, write_json, write_parquet
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings, execute_gold
 from workflow_scripts.data.demo import build_demo
@@ -34,6 +34,7 @@ def ingest(
     )
     schema = build_schema(examples, spec.tables)
     with Sandbox(**sandbox_cfg) as sandbox:
+        timeout_s = sandbox.timeout_s
         gold, failed = execute_gold(examples, sandbox, match, progress=f"gold SQL of {spec.name}")
     for row in failed.itertuples(index=False):
         log.warning("excluded %s (%s): %s: %s", row.id, row.db_id, row.reason, row.error_message)
@@ -63,6 +64,11 @@ def ingest(
         "gold_empty_results": int((gold["n_rows"] == 0).sum()),
         "gold_exec_seconds": round(float(gold["elapsed_s"].sum()), 3),
         "metric": match.metric,
+        # BIRD-style data: examples with evidence (shown in prompts unless prompt.evidence is false)
+        "with_evidence": int(usable["evidence"].notna().sum()),
+        "difficulties": {str(k): int(n) for k, n in usable["difficulty"].dropna().value_counts().items()},
+        "data_sha256": file_sha256(spec.path),
+        "sandbox_timeout_s": timeout_s,
     }
     write_json(summary, out_dir / "summary.json")
     return summary
@@ -70,7 +76,8 @@ def ingest(
 
 def _excluded(skipped: pd.DataFrame, failed: pd.DataFrame) -> pd.DataFrame:
     """The examples that are never scored: missing database, failing or truncated gold SQL."""
-    columns = ["id", "position", "db_id", "question", "gold_sql", "reason", "error_class", "error_message"]
+    columns = ["id", "position", "db_id", "question", "gold_sql", "reason", "error_class", "error_message",
+               "evidence", "difficulty"]  # fmt: skip
     frames = [f.reindex(columns=columns) for f in (skipped, failed) if len(f)]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns}).astype({"position": "int64"})

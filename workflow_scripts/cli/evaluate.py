@@ -29,7 +29,14 @@ from workflow_scripts.core.artifacts import write_json, write_parquet
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import execute_gold
 from workflow_scripts.data.ingest import DatasetSpec, normalize_records, read_records
-from workflow_scripts.evaluation.matrix import compare_table, outcomes, paired_stats, routing, taxonomy
+from workflow_scripts.evaluation.matrix import (
+    by_difficulty,
+    compare_table,
+    outcomes,
+    paired_stats,
+    routing,
+    taxonomy,
+)
 from workflow_scripts.evaluation.predictions import (
     evaluate,
     format_summary,
@@ -48,8 +55,14 @@ def compare(args: argparse.Namespace) -> None:
         files.append(Path(path) / "trajectories.parquet")
         results[name] = outcomes(pd.read_parquet(files[-1]))
     matching = inherited_matching(files)
+    difficulty = pd.Series(dtype=object)
+    if args.examples is not None:
+        examples = pd.read_parquet(args.examples)
+        if "difficulty" in examples:
+            difficulty = examples.set_index("id")["difficulty"]
     tables = {
         "compare": compare_table(results),
+        "difficulty": by_difficulty(results, difficulty),
         "taxonomy": taxonomy(results),
         "routing": routing(results),
         "paired_one_shot": paired_stats(results, "first_correct", seed=args.seed),
@@ -99,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=compare)
     p.add_argument("--variant", action="append", required=True, metavar="NAME=ROLLOUT_DIR")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--examples", type=Path, help="examples.parquet of the eval set (for EX by difficulty)")
     p.add_argument("--out-dir", type=Path, required=True)
     p = sub.add_parser("score", help="score an external predictions file")
     p.set_defaults(func=score)

@@ -64,6 +64,15 @@ def code_version() -> dict[str, str]:
     return version
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (e.g. a data set file, for the reproducibility record)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_parquet(df: pd.DataFrame, path: str | Path, provenance: dict[str, Any] | None = None) -> None:
     """Write `df` as Parquet with the code version and `provenance` (e.g. config values) in its metadata."""
     table = pa.Table.from_pandas(df, preserve_index=False)

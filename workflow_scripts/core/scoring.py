@@ -137,6 +137,7 @@ def score_predictions(
                 "index": row["position"],
                 "db_id": row["db_id"],
                 "question": row["question"],
+                "difficulty": row.get("difficulty"),
                 "gold_sql": row["gold_sql"],
                 "pred_sql": pred_by_id[row["id"]],
                 "status": result.status,

@@ -166,3 +166,32 @@ def paired_stats(results: dict[str, pd.DataFrame], column: str, *, seed: int = 0
             }
         )
     return pd.DataFrame(rows)
+
+
+DIFFICULTY_ORDER = {"simple": 0, "moderate": 1, "challenging": 2}
+
+
+def by_difficulty(results: dict[str, pd.DataFrame], difficulty: pd.Series) -> pd.DataFrame:
+    """EX per variant, mode and `difficulty` (BIRD's simple / moderate / challenging), and over all.
+
+    `difficulty` maps example id to its level; examples without one are `unknown`. Empty when no example
+    of the eval set has a difficulty (Spider-style data).
+    """
+    columns = ["variant", "mode", "difficulty", "examples", "EX"]
+    if difficulty.dropna().empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for variant, o in results.items():
+        levels = difficulty.reindex(o.index).fillna("unknown").astype(str)
+        order = sorted(set(levels), key=lambda v: (DIFFICULTY_ORDER.get(v, 3), v))
+        for mode, column in (("one-shot", "first_correct"), ("repair", "final_correct")):
+            for level in [*order, "all"]:
+                mask = levels == level if level != "all" else pd.Series(True, index=o.index)
+                rows.append({
+                    "variant": variant,
+                    "mode": mode,
+                    "difficulty": level,
+                    "examples": int(mask.sum()),
+                    "EX": float(o.loc[mask, column].astype(bool).mean()) if mask.any() else None,
+                })  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)

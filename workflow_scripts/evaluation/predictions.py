@@ -23,6 +23,8 @@ def read_predictions(path: Path, record_ids: list[str]) -> list[str]:
     """Return one predicted SQL per record, in data set order; `record_ids` are the records' ids in order."""
     if not path.is_file():
         raise UserError(f"predictions file {str(path)!r} does not exist. Fix: give the right --pred path.")
+    if path.suffix == ".json":
+        return _read_bird_predictions(path, len(record_ids))
     lines = path.read_text(encoding="utf-8").splitlines()
     if path.suffix == ".jsonl":
         by_id: dict[str, str] = {}
@@ -56,6 +58,31 @@ def read_predictions(path: Path, record_ids: list[str]) -> list[str]:
     return [line.split("\t", 1)[0].strip() for line in lines]
 
 
+def _read_bird_predictions(path: Path, n_records: int) -> list[str]:
+    """BIRD's predictions file: a JSON object {"0": "SQL\t----- bird -----\tdb_id", ...} by position."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f"{path}: malformed JSON at line {err.lineno}: {err.msg}. Fix: repair the file."
+        ) from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and k.isdigit() for k in obj):
+        raise UserError(
+            f"{path} is not BIRD's predictions format. Fix: write a JSON object mapping each question's "
+            'position to its SQL ({"0": "SELECT ...\\t----- bird -----\\tdb_id", ...}), or use .sql / .jsonl.'
+        )
+    by_position = {int(k): str(v) for k, v in obj.items()}
+    missing = [p for p in range(n_records) if p not in by_position]
+    unknown = sorted(p for p in by_position if p >= n_records)
+    if missing or unknown:
+        raise UserError(
+            f"{path}: {len(missing)} questions have no prediction (e.g. {missing[:3]}) and {len(unknown)} "
+            f"keys are beyond the data set's {n_records} questions (e.g. {unknown[:3]}). "
+            "Fix: give one prediction per question position 0..N-1."
+        )
+    return [by_position[p].split("\t", 1)[0].strip() for p in range(n_records)]
+
+
 def evaluate(
     examples: pd.DataFrame,
     gold: pd.DataFrame,
@@ -80,6 +107,7 @@ def evaluate(
             "index": excluded["position"],
             "db_id": excluded["db_id"],
             "question": excluded["question"],
+            "difficulty": excluded.get("difficulty"),
             "gold_sql": excluded["gold_sql"],
             "pred_sql": [predictions[p] for p in excluded["position"]],
             "verdict": excluded["reason"].map(EXCLUDED_VERDICTS),
@@ -106,8 +134,33 @@ def evaluate(
         "gold_failed": int((rest["verdict"] == "gold_error").sum()),
         "verdicts": {v: int(counts.get(v, 0)) for v in VERDICTS if counts.get(v, 0)},
         "keep_distinct": settings.keep_distinct,
+        "by_difficulty": by_difficulty(per_example, settings.metric),
     }
     return per_example, summary
+
+
+def _counted(per_example: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The examples in the denominator: all in bird mode, else the scored ones."""
+    if metric == BIRD:
+        return per_example
+    return per_example[~per_example["verdict"].isin(["skipped", "gold_error"])]
+
+
+def by_difficulty(per_example: pd.DataFrame, metric: str) -> dict[str, dict]:
+    """EX per `difficulty` (BIRD's simple / moderate / challenging), with the mode's denominator rule."""
+    if "difficulty" not in per_example or per_example["difficulty"].isna().all():
+        return {}
+    out = {}
+    for level, group in per_example.groupby(per_example["difficulty"].fillna("unknown"), sort=False):
+        counted = _counted(group, metric)
+        correct = int(counted["correct"].sum())
+        out[str(level)] = {
+            "examples": len(counted),
+            "correct": correct,
+            "ex": round(correct / len(counted), 6) if len(counted) else None,
+        }
+    order = {"simple": 0, "moderate": 1, "challenging": 2}
+    return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0], 3), kv[0])))
 
 
 def format_summary(summary: dict) -> str:
@@ -123,6 +176,12 @@ def format_summary(summary: dict) -> str:
         "verdicts:",
     ]
     lines += [f"  {v:<20}{n}" for v, n in summary["verdicts"].items()]
+    if summary.get("by_difficulty"):
+        lines.append("EX by difficulty:")
+        lines += [
+            f"  {level:<20}{d['ex']} ({d['correct']} of {d['examples']})"
+            for level, d in summary["by_difficulty"].items()
+        ]
     return "\n".join(lines)
 
 

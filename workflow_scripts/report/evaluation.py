@@ -50,6 +50,14 @@ def evaluation_section(eval_dir: Path) -> str:
         '<p class="note">Every variant is rolled out through the same rollout code, prompts and sandbox. '
         "The one-shot figures are turn 1 of the repair run: with greedy decoding they are the same thing.</p>"
     )
+    difficulty_file = eval_dir / "difficulty.parquet"
+    if difficulty_file.is_file() and len(difficulty := pd.read_parquet(difficulty_file)):
+        shown = difficulty.assign(EX=difficulty["EX"].map(lambda v: f"{v:.1%}" if pd.notna(v) else ""))
+        body += "<h3>EX by difficulty</h3>" + table_html(
+            shown.pivot_table(
+                index=["variant", "mode"], columns="difficulty", values="EX", aggfunc="first", sort=False
+            ).reset_index()
+        )
     body += "<h3>Error taxonomy: first-turn errors (fixed by repair)</h3>"
     body += table_html(_pivot_counts(pd.read_parquet(eval_dir / "taxonomy.parquet"), "first-turn error"))
     body += "<h3>Verifier-aware routing: first-turn failures (fixed by repair)</h3>"

@@ -32,6 +32,13 @@ from workflow_scripts.rollout.feedback import (
     repair_signal,
 )
 from workflow_scripts.rollout.generation import Backend, Completion, SamplingConfig
+from workflow_scripts.rollout.prompts import (
+    SYSTEM_PROMPT,
+    Messages,
+    first_prompt,
+    repair_prompt,
+    shown_evidence,
+)
 from workflow_scripts.rollout.retrieval import (
     gold_tables,
     load_tables,
@@ -41,13 +48,9 @@ from workflow_scripts.rollout.retrieval import (
 )
 from workflow_scripts.rollout.settings import RolloutSettings
 
-SYSTEM_PROMPT = (
-    "You are an expert in SQLite. Given a database schema and a question, write one SQLite query that "
-    "answers the question. Reply with the SQL query only."
-)
-SCHEMA_ERROR_CLASSES = frozenset({"syntax_error", "no_such_table", "no_such_column", "ambiguous_column"})
+__all__ = ["SYSTEM_PROMPT", "first_prompt", "repair_prompt"]  # re-exported from `prompts`
 
-Messages = list[dict[str, str]]
+SCHEMA_ERROR_CLASSES = frozenset({"syntax_error", "no_such_table", "no_such_column", "ambiguous_column"})
 
 
 @dataclass(frozen=True)
@@ -66,19 +69,6 @@ class PreparedExample:
     gold_tables: list[str]
     table_recall: float | None
     prompt: Messages
-
-
-def first_prompt(schema_text: str, question: str) -> Messages:
-    """Return the first-turn chat prompt."""
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"Database schema:\n{schema_text}\n\nQuestion: {question}\nSQL:"},
-    ]
-
-
-def repair_prompt(first: Messages, previous_sql: str, feedback: str) -> Messages:
-    """Return the repair prompt: the first prompt, the failed SQL and the feedback on it."""
-    return [*first, {"role": "assistant", "content": previous_sql}, {"role": "user", "content": feedback}]
 
 
 def turn_discount(turn: int) -> float:
@@ -133,7 +123,11 @@ def prepare_examples(
                 selected_tables=list(selected),
                 gold_tables=wanted,
                 table_recall=table_recall(selected, wanted),
-                prompt=first_prompt(schema_prompt(shown, with_values=settings.cell_values > 0), row.question),
+                prompt=first_prompt(
+                    schema_prompt(shown, with_values=settings.cell_values > 0),
+                    row.question,
+                    shown_evidence(getattr(row, "evidence", None), settings.evidence),
+                ),
             )
         )
     return prepared

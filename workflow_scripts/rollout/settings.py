@@ -24,9 +24,14 @@ class RolloutSettings:
     repair_scope: str = "online_guarded"
     repair_samples: int = 1
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # `prompt.evidence`: show an example's evidence (BIRD's external knowledge) in its prompt: "auto" (when
+    # the example has one: BIRD-style data), True (same; the key says it is wanted) or False (never).
+    evidence: bool | str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feedback_mode", canonical_mode(self.feedback_mode))
+        if self.evidence not in (True, False, "auto"):
+            raise ValueError(f"prompt.evidence must be true, false or auto, not {self.evidence!r}")
         if self.repair_scope not in REPAIR_SCOPES:
             raise ValueError(f"unknown repair scope {self.repair_scope!r}; known: {', '.join(REPAIR_SCOPES)}")
 
@@ -43,6 +48,7 @@ class RolloutSettings:
             feedback_detail=run["feedback_detail"],
             repair_scope=run["repair_scope"],
             repair_samples=run["repair_samples"],
+            evidence=run.get("evidence", "auto"),
             sampling=SamplingConfig(
                 num_samples=run["num_samples"],
                 temperature=run["temperature"],
