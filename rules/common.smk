@@ -115,7 +115,7 @@ def run_shards(run):
 
 def run_data(wildcards):
     """Input function: the ingested examples, gold results and schema of a run's data set."""
-    return data_files(run_settings(wildcards.run)["dataset"], "examples", "gold", "schema")
+    return data_files(run_settings(wildcards.run)["dataset"], "examples", "gold", "gold_ts", "schema")
 
 
 def rollout_model_inputs(wildcards):

@@ -2,6 +2,7 @@ rule score_predictions:
     input:
         examples=lambda w: f"{data_dir(config['predictions'][w.name]['dataset'])}/examples.parquet",
         gold=lambda w: f"{data_dir(config['predictions'][w.name]['dataset'])}/gold.parquet",
+        gold_ts=lambda w: f"{data_dir(config['predictions'][w.name]['dataset'])}/gold_ts.parquet",
         excluded=lambda w: f"{data_dir(config['predictions'][w.name]['dataset'])}/excluded.parquet",
         summary=lambda w: f"{data_dir(config['predictions'][w.name]['dataset'])}/summary.json",
         pred=lambda w: config["predictions"][w.name]["path"],

@@ -17,6 +17,7 @@ from workflow_scripts.cli import add_execution_argument, execution_settings, run
 from workflow_scripts.core.artifacts import file_sha256, write_json, write_parquet
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings, execute_gold
+from workflow_scripts.core.ts_databases import empty_gold_ts, execute_gold_ts
 from workflow_scripts.data.demo import build_demo
 from workflow_scripts.data.ingest import DatasetSpec, build_schema, normalize_records, read_records
 
@@ -36,6 +37,14 @@ def ingest(
     with Sandbox(**sandbox_cfg) as sandbox:
         timeout_s = sandbox.timeout_s
         gold, failed = execute_gold(examples, sandbox, match, progress=f"gold SQL of {spec.name}")
+        gold_ts = empty_gold_ts()
+        if spec.test_suite_root is not None:
+            runnable = examples[examples["id"].isin(gold["id"])]
+            gold_ts, ts_failed = execute_gold_ts(
+                runnable, spec.test_suite_root, sandbox, match, progress="gold SQL on test-suite databases"
+            )
+            gold = gold[~gold["id"].isin(ts_failed["id"])].reset_index(drop=True)
+            failed = pd.concat([f for f in (failed, ts_failed) if len(f)] or [failed], ignore_index=True)
     for row in failed.itertuples(index=False):
         log.warning("excluded %s (%s): %s: %s", row.id, row.db_id, row.reason, row.error_message)
     usable = examples[examples["id"].isin(gold["id"])].reset_index(drop=True)
@@ -49,6 +58,7 @@ def ingest(
     }
     write_parquet(usable, out_dir / "examples.parquet", provenance)
     write_parquet(gold, out_dir / "gold.parquet", provenance)
+    write_parquet(gold_ts, out_dir / "gold_ts.parquet", provenance)
     write_parquet(excluded, out_dir / "excluded.parquet", provenance)
     write_parquet(schema, out_dir / "schema.parquet", provenance)
     summary = {
@@ -64,6 +74,8 @@ def ingest(
         "gold_empty_results": int((gold["n_rows"] == 0).sum()),
         "gold_exec_seconds": round(float(gold["elapsed_s"].sum()), 3),
         "metric": match.metric,
+        "test_suite_root": str(spec.test_suite_root) if spec.test_suite_root else None,
+        "test_suite_databases": int(gold_ts["db_path"].nunique()),
         # BIRD-style data: examples with evidence (shown in prompts unless prompt.evidence is false)
         "with_evidence": int(usable["evidence"].notna().sum()),
         "difficulties": {str(k): int(n) for k, n in usable["difficulty"].dropna().value_counts().items()},

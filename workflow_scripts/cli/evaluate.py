@@ -28,6 +28,7 @@ from workflow_scripts.cli import (
 from workflow_scripts.core.artifacts import write_json, write_parquet
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import execute_gold
+from workflow_scripts.core.ts_databases import execute_gold_ts
 from workflow_scripts.data.ingest import DatasetSpec, normalize_records, read_records
 from workflow_scripts.evaluation.matrix import (
     by_difficulty,
@@ -86,16 +87,25 @@ def score(args: argparse.Namespace) -> None:
         if args.ingested is not None:
             check_ingested(args.ingested, settings)
             examples, gold, excluded, n_records = load_ingested(args.ingested)
+            ts_file = args.ingested / "gold_ts.parquet"
+            gold_ts = pd.read_parquet(ts_file) if ts_file.is_file() else None
         else:
             spec = DatasetSpec(name=args.dataset.stem, path=args.dataset, db_root=args.db_root)
             records = read_records(spec.path)
             examples, skipped = normalize_records(records, spec, args.missing_db)
             gold, failed = execute_gold(examples, sandbox, settings, progress="gold SQL")
+            gold_ts = None
+            if args.test_suite_root is not None:
+                gold_ts, ts_failed = execute_gold_ts(
+                    examples[examples["id"].isin(gold["id"])], args.test_suite_root, sandbox, settings
+                )
+                gold = gold[~gold["id"].isin(ts_failed["id"])]
+                failed = pd.concat([f for f in (failed, ts_failed) if len(f)] or [failed], ignore_index=True)
             excluded = pd.concat([f for f in (skipped, failed) if len(f)] or [skipped], ignore_index=True)
             n_records = len(records)
         ids = record_ids(examples, excluded, n_records)
         predictions = read_predictions(args.pred, ids)
-        per_example, summary = evaluate(examples, gold, excluded, predictions, sandbox, settings)
+        per_example, summary = evaluate(examples, gold, excluded, predictions, sandbox, settings, gold_ts)
     summary["predictions"] = str(args.pred)
     provenance = {"predictions": str(args.pred), "matching": settings.to_config()}
     write_parquet(per_example, args.out / "per_example.parquet", provenance)
@@ -120,6 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--dataset", type=Path, help="JSON/JSONL data set")
     source.add_argument("--ingested", type=Path, help="a data set directory written by the ingest stage")
     p.add_argument("--db-root", type=Path, help="directory of {db_id}/{db_id}.sqlite")
+    p.add_argument(
+        "--test-suite-root",
+        type=Path,
+        help="test-suite databases, {root}/{db_id}/*.sqlite (Spider's database_ts): correct only on all",
+    )
     p.add_argument("--pred", type=Path, required=True, help="predictions: SQL per line, or JSONL id/sql")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument(

@@ -63,6 +63,12 @@ def run_backend(run: dict[str, Any], threads: int | None) -> Backend:
     return backend
 
 
+def read_gold_ts(data_dir: Path) -> pd.DataFrame | None:
+    """The data set's test-suite gold results (None for data ingested before test suites existed)."""
+    path = data_dir / "gold_ts.parquet"
+    return pd.read_parquet(path) if path.is_file() else None
+
+
 def shard_of(examples: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
     """Return the examples of shard `shard` of `shards` (every shards-th example, so shards are balanced)."""
     return examples.iloc[shard::shards].reset_index(drop=True)
@@ -84,7 +90,7 @@ def run_shard(
     gold = pd.read_parquet(data_dir / "gold.parquet")
     schema = pd.read_parquet(data_dir / "schema.parquet")
     settings = RolloutSettings.from_config(run)
-    prepared = prepare_examples(examples, gold, schema, settings)
+    prepared = prepare_examples(examples, gold, schema, settings, read_gold_ts(data_dir))
     log.info(
         "shard %d/%d: %d examples, schema mode %s", shard, run["shards"], len(prepared), settings.schema_mode
     )
@@ -168,7 +174,7 @@ def study(
     gold = pd.read_parquet(data_dir / "gold.parquet")
     schema = pd.read_parquet(data_dir / "schema.parquet")
     base = RolloutSettings.from_config({**run, "max_turns": study_cfg["max_turns"]})
-    prepared = prepare_examples(examples.reset_index(drop=True), gold, schema, base)
+    prepared = prepare_examples(examples.reset_index(drop=True), gold, schema, base, read_gold_ts(data_dir))
     try:
         first_turn = first_turn_outputs(first, prepared)
     except ValueError as exc:

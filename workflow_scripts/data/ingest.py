@@ -40,6 +40,7 @@ class DatasetSpec:
     db_root: Path | None = None
     tables: Path | None = None
     limit: int | None = None
+    test_suite_root: Path | None = None
 
     @classmethod
     def from_config(cls, name: str, entry: dict[str, Any]) -> DatasetSpec:
@@ -50,6 +51,7 @@ class DatasetSpec:
             db_root=Path(entry["db_root"]) if entry.get("db_root") else None,
             tables=Path(entry["tables"]) if entry.get("tables") else None,
             limit=entry.get("limit"),
+            test_suite_root=Path(entry["test_suite_root"]) if entry.get("test_suite_root") else None,
         )
 
 

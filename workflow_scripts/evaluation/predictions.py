@@ -15,6 +15,7 @@ from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.matching import BIRD, VERDICTS
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings, score_predictions
+from workflow_scripts.core.ts_databases import suite_verdicts, ts_golds
 
 EXCLUDED_VERDICTS = {"missing_db": "skipped", "gold_error": "gold_error", "gold_truncated": "gold_error"}
 
@@ -90,17 +91,32 @@ def evaluate(
     predictions: list[str],
     sandbox: Sandbox,
     settings: MatchSettings,
+    gold_ts: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Return (per-example verdicts, summary); `predictions` are indexed by data set position.
 
     `ex` is over the scored examples (a database and runnable gold SQL) in ``spider`` and ``strict`` mode;
     in ``bird`` mode every question is in the denominator, so an example whose gold SQL fails or times
     out, or whose database is missing, counts as wrong (BIRD's evaluator scores each question 0 or 1).
+    With `gold_ts` (test-suite gold results), a prediction correct on its main database must also match
+    on every test-suite database of its example (`ts_failed_db` names the first one it fails on).
     """
     usable = examples[examples["id"].isin(gold["id"])]
     scored = score_predictions(
         usable, gold, [predictions[p] for p in usable["position"]], sandbox, settings, progress="predictions"
     )
+    checks = ts_golds(gold_ts)
+    scored["ts_failed_db"] = None
+    if checks and len(scored):
+        ids = scored["id"].astype(str)
+        items = [
+            (v, s, checks.get(i, ()))
+            for v, s, i in zip(scored["verdict"], scored["pred_sql"], ids, strict=True)
+        ]
+        final = suite_verdicts(items, sandbox, settings, progress="test-suite databases")
+        scored["verdict"] = [v for v, _ in final]
+        scored["ts_failed_db"] = [p for _, p in final]
+        scored["correct"] = scored["verdict"] == "correct"
     rest = pd.DataFrame(
         {
             "id": excluded["id"],
@@ -135,6 +151,8 @@ def evaluate(
         "verdicts": {v: int(counts.get(v, 0)) for v in VERDICTS if counts.get(v, 0)},
         "keep_distinct": settings.keep_distinct,
         "by_difficulty": by_difficulty(per_example, settings.metric),
+        "test_suite_databases": int(gold_ts["db_path"].nunique()) if gold_ts is not None else 0,
+        "failed_only_on_test_suite": int(scored["ts_failed_db"].notna().sum()) if n_scored else 0,
     }
     return per_example, summary
 

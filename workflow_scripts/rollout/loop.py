@@ -24,6 +24,7 @@ from workflow_scripts.core.query_cost import COST_COLUMNS, cost_columns
 from workflow_scripts.core.sandbox import ExecResult, Sandbox
 from workflow_scripts.core.schema import Table
 from workflow_scripts.core.scoring import MatchSettings, gold_result
+from workflow_scripts.core.ts_databases import TsGold, suite_verdicts, ts_golds
 from workflow_scripts.rollout.extraction import extract_sql
 from workflow_scripts.rollout.feedback import (
     GoldShape,
@@ -47,8 +48,10 @@ from workflow_scripts.rollout.retrieval import (
     table_recall,
 )
 from workflow_scripts.rollout.settings import RolloutSettings
+from workflow_scripts.rollout.summary import final_answers, grpo_groups, summarize
 
-__all__ = ["SYSTEM_PROMPT", "first_prompt", "repair_prompt"]  # re-exported from `prompts`
+# re-exported from `prompts` and `summary`
+__all__ = ["SYSTEM_PROMPT", "final_answers", "first_prompt", "grpo_groups", "repair_prompt", "summarize"]
 
 SCHEMA_ERROR_CLASSES = frozenset({"syntax_error", "no_such_table", "no_such_column", "ambiguous_column"})
 
@@ -69,6 +72,8 @@ class PreparedExample:
     gold_tables: list[str]
     table_recall: float | None
     prompt: Messages
+    # test-suite checks (database, gold result there, order matters): correct only when it matches on all
+    ts_gold: tuple[TsGold, ...] = ()
 
 
 def turn_discount(turn: int) -> float:
@@ -90,10 +95,18 @@ def rule_reward(turn: int, max_turns: int, correct: bool, executable: bool) -> f
 
 
 def prepare_examples(
-    examples: pd.DataFrame, gold: pd.DataFrame, schema: pd.DataFrame, settings: RolloutSettings
+    examples: pd.DataFrame,
+    gold: pd.DataFrame,
+    schema: pd.DataFrame,
+    settings: RolloutSettings,
+    gold_ts: pd.DataFrame | None = None,
 ) -> list[PreparedExample]:
-    """Retrieve the schema of every example and build its first-turn prompt."""
+    """Retrieve the schema of every example and build its first-turn prompt.
+
+    `gold_ts` (the data set's `gold_ts.parquet`) adds the test-suite checks of each example.
+    """
     gold_by_id = gold.set_index("id")
+    checks = ts_golds(gold_ts)
     tables_cache: dict[str, list[Table]] = {}
     prepared = []
     for row in examples.itertuples(index=False):
@@ -128,6 +141,7 @@ def prepare_examples(
                     row.question,
                     shown_evidence(getattr(row, "evidence", None), settings.evidence),
                 ),
+                ts_gold=tuple(checks.get(str(row.id), ())),
             )
         )
     return prepared
@@ -210,6 +224,13 @@ def _execute(
         ex = examples[c.example]
         c.result = result
         c.verdict = match.verdict(ex.gold, result, order_matters=ex.order_matters)
+    if any(examples[c.example].ts_gold for c in runnable):
+        items = [(c.verdict, c.sql, examples[c.example].ts_gold) for c in runnable]
+        for c, (v, _) in zip(runnable, suite_verdicts(items, sandbox, match), strict=True):
+            c.verdict = v
+    for c in runnable:
+        assert c.result is not None
+        result = c.result
         c.guards = rule_guards(c.sql) if result.status == "ok" else []
         c.signal = repair_signal(result, c.verdict, scope, c.guards)
     for c in candidates:
@@ -399,86 +420,3 @@ def _row(c: _Candidate, examples: Sequence[PreparedExample], settings: RolloutSe
         "stop_reason": c.stop_reason,
         **cost_columns(result.plan),
     }
-
-
-def _rate(values: pd.Series) -> float | None:
-    return round(float(values.mean()), 6) if len(values) else None
-
-
-def final_answers(trajectories: pd.DataFrame) -> pd.DataFrame:
-    """One row per trajectory (example, sample): the candidate it ended with, i.e. its final answer.
-
-    That is the candidate with a `stop_reason`; for trajectories written before stop reasons were recorded,
-    the first correct candidate, else the last one.
-    """
-    t = trajectories.sort_values(["example_id", "sample", "turn", "candidate"], kind="stable")
-    if "stop_reason" in t and t["stop_reason"].notna().any():
-        return t[t["stop_reason"].notna()].reset_index(drop=True)
-    keys = ["example_id", "sample"]
-    first_correct = t[t["correct"]].groupby(keys).head(1)
-    last = t.groupby(keys).tail(1)
-    last = last[~last.set_index(keys).index.isin(first_correct.set_index(keys).index)]
-    return pd.concat([first_correct, last]).sort_values(keys, kind="stable").reset_index(drop=True)
-
-
-def summarize(trajectories: pd.DataFrame, n_examples: int, max_turns: int) -> dict[str, Any]:
-    """Return the run's metrics at example level (any trajectory's final answer correct) and candidate level.
-
-    A trajectory's final answer is the candidate it ended with (`final_answers`); repair success is the share
-    of trajectories that got a repair turn whose final answer is correct.
-    """
-    t = trajectories
-    first = t[t["turn"] == 1]
-    final = final_answers(t)
-    by_example_first = first.groupby("example_id")["correct"].any()
-    by_example_final = final.groupby("example_id")["correct"].any()
-    trajectory_final = final.set_index(["example_id", "sample"])["correct"]
-    trajectory_first = first.groupby(["example_id", "sample"])["correct"].any()
-    repaired = t[t["turn"] > 1].groupby(["example_id", "sample"]).size().index
-    errors_by_turn = t[~t["correct"]].groupby(["turn", "verdict"]).size()
-    correct_costs = t.loc[t["correct"], "plan_cost"].dropna() if "plan_cost" in t else pd.Series(dtype=float)
-    return {
-        "examples": n_examples,
-        "candidates": len(t),
-        "max_turns": max_turns,
-        "first_turn_ex": round(float(by_example_first.sum()) / n_examples, 6),
-        "final_ex": round(float(by_example_final.sum()) / n_examples, 6),
-        "first_turn_candidate_ex": _rate(trajectory_first),
-        "final_candidate_ex": _rate(trajectory_final),
-        "first_turn_executable": _rate(first["executable"]),
-        "final_executable": _rate(final["executable"]),
-        "schema_valid": _rate(t["schema_valid"]),
-        "repair_attempted": len(repaired),
-        "repair_success_rate": _rate(trajectory_final.loc[repaired]) if len(repaired) else None,
-        "mean_table_recall": _rate(first.drop_duplicates("example_id")["table_recall"].dropna()),
-        "generated_tokens": int(t["completion_tokens"].sum()),
-        # Share of candidates whose generation hit max_new_tokens (their SQL may be cut off) and counts of
-        # every finish reason; runs written before finish reasons were recorded have neither.
-        "truncated_share": (_rate(t["finish_reason"] == "length") if "finish_reason" in t else None),
-        "finish_reasons": (
-            {str(k): int(n) for k, n in t["finish_reason"].value_counts().items()}
-            if "finish_reason" in t
-            else {}
-        ),
-        "errors_by_turn": {f"{turn}:{v}": int(n) for (turn, v), n in errors_by_turn.items()},
-        "stop_reasons": (
-            {str(k): int(n) for k, n in final["stop_reason"].value_counts().items()}
-            if "stop_reason" in final
-            else {}
-        ),
-        "median_plan_cost_correct": float(correct_costs.median()) if len(correct_costs) else None,
-    }
-
-
-def grpo_groups(trajectories: pd.DataFrame) -> pd.DataFrame:
-    """Group candidates by their exact prompt: (prompt, completions, rewards) rows for RL trainers."""
-    grouped = trajectories.groupby("prompt", sort=False)
-    return pd.DataFrame(
-        {
-            "prompt": list(grouped.groups),
-            "example_id": grouped["example_id"].first().to_list(),
-            "turn": grouped["turn"].first().to_list(),
-            "completions": grouped["raw_output"].agg(list).to_list(),
-            "rewards": grouped["reward"].agg(list).to_list(),
-        }
-    )
