@@ -79,8 +79,11 @@ def eval_run_entry(variant):
         "feedback_detail": ev["feedback_detail"],
         "repair_scope": ev["repair_scope"],
         "limit": ev["limit"],
-        "num_samples": 1,
-        "temperature": 0.0,
+        # greedy, or with evaluation.num_samples > 1 one greedy and k sampled candidates (greedy, maj@k and
+        # pass@k side by side); `answer` (greedy | maj) is the candidate that goes to repair
+        "num_samples": ev.get("num_samples", 1),
+        "temperature": ev.get("temperature", 0.0) if ev.get("num_samples", 1) > 1 else 0.0,
+        "answer": ev.get("answer", "greedy"),
     }
 
 

@@ -36,6 +36,7 @@ rule compare_variants:
         routing="results/evaluation/routing.parquet",
         paired_one_shot="results/evaluation/paired_one_shot.parquet",
         paired_repair="results/evaluation/paired_repair.parquet",
+        paired_voting="results/evaluation/paired_voting.parquet",
         outcomes="results/evaluation/outcomes.parquet",
         summary="results/evaluation/compare.json",
     params:

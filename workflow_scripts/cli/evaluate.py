@@ -35,6 +35,7 @@ from workflow_scripts.evaluation.matrix import (
     compare_table,
     outcomes,
     paired_stats,
+    paired_voting,
     routing,
     taxonomy,
 )
@@ -68,6 +69,7 @@ def compare(args: argparse.Namespace) -> None:
         "routing": routing(results),
         "paired_one_shot": paired_stats(results, "first_correct", seed=args.seed),
         "paired_repair": paired_stats(results, "final_correct", seed=args.seed),
+        "paired_voting": paired_voting(results, seed=args.seed),
         "outcomes": pd.concat(
             {n: o for n, o in results.items()}, names=["variant", "example_id"]
         ).reset_index(),

@@ -39,6 +39,7 @@ from workflow_scripts.rollout.loop import (
     run_rollout,
     summarize,
 )
+from workflow_scripts.rollout.prompts import prompt_template_sha256
 from workflow_scripts.rollout.repair_study import run_study, study_table
 from workflow_scripts.rollout.retrieval import recall_table
 from workflow_scripts.rollout.settings import RolloutSettings
@@ -140,6 +141,10 @@ def gather(run_name: str, run: dict[str, Any], shard_files: list[Path], out_dir:
     }
     provenance = {"run": run_name, "settings": run, "matching": inherited_matching(shard_files)}
     summary["metric"] = (provenance["matching"] or {}).get("metric")
+    summary["answer"] = run.get("answer", "all")
+    summary["evidence"] = run.get("evidence", "auto")
+    summary["top_p"] = run.get("top_p")
+    summary["prompt_template_sha256"] = prompt_template_sha256()
     write_parquet(trajectories, out_dir / "trajectories.parquet", provenance)
     write_parquet(grpo_groups(trajectories), out_dir / "grpo_rollouts.parquet", provenance)
     write_json(summary, out_dir / "summary.json")
@@ -162,6 +167,10 @@ def study(
     the first `study_cfg["limit"]` of its examples and repairs them for up to `study_cfg["max_turns"]` turns.
     """
     first = pd.read_parquet(first_turn_file)
+    if run.get("answer", "all") != "all" and int(run["num_samples"]) > 1:
+        # an eval run with voting samples: its sample 0 is the greedy candidate; study that one
+        first = first[(first["turn"] > 1) | (first["sample"] == 0)]
+        run = {**run, "num_samples": 1, "temperature": 0.0, "answer": "all"}
     if float(run["temperature"]) > 0 or int(run["num_samples"]) != 1:
         raise UserError(
             f"the repair study starts from {first_turn_file}, which is not a greedy one-sample rollout. "

@@ -68,7 +68,13 @@ def evaluation_section(eval_dir: Path) -> str:
         "without a condition), repairable with sanity guards; <b>offline</b>: other wrong results or row "
         "counts, which only an external verifier (gold answers, tests) can catch.</p>"
     )
-    for name, title in (("paired_one_shot", "one-shot"), ("paired_repair", "with repair")):
+    for name, title in (
+        ("paired_one_shot", "one-shot"),
+        ("paired_repair", "with repair"),
+        ("paired_voting", "decodings (greedy, maj@k, pass@k)"),
+    ):
+        if not (eval_dir / f"{name}.parquet").is_file():
+            continue
         paired = pd.read_parquet(eval_dir / f"{name}.parquet")
         if len(paired):
             body += f"<h3>Paired differences, {title}</h3>" + table_html(paired)

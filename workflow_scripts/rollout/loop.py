@@ -49,6 +49,7 @@ from workflow_scripts.rollout.retrieval import (
 )
 from workflow_scripts.rollout.settings import RolloutSettings
 from workflow_scripts.rollout.summary import final_answers, grpo_groups, summarize
+from workflow_scripts.rollout.voting import choose_answers, generate_with_greedy, voting_first_turn
 
 # re-exported from `prompts` and `summary`
 __all__ = ["SYSTEM_PROMPT", "final_answers", "first_prompt", "grpo_groups", "repair_prompt", "summarize"]
@@ -166,6 +167,10 @@ class _Candidate:
     guards: list[GuardSignal] = field(default_factory=list)
     signal: str | None = None  # why the scope's verifier sends it to repair (None: accepted)
     stop_reason: str | None = None  # set on the candidate a trajectory ends with
+    logprob: float | None = None
+    is_answer: bool | None = None  # turn 1: the example's answer, the candidate that goes to repair
+    is_vote: bool | None = None  # turn 1 with voting: the maj@k winner among the sampled candidates
+    vote_count: int | None = None  # turn 1 with voting: sampled candidates in its result group
 
     def id(self, examples: Sequence[PreparedExample]) -> str:
         return f"{examples[self.example].id}/s{self.sample}/t{self.turn}/c{self.index}"
@@ -201,6 +206,7 @@ def _generate(
                     completion_tokens=c.completion_tokens,
                     latency_s=c.latency_s,
                     finish_reason=c.finish_reason,
+                    logprob=c.logprob,
                 )
             )
     return candidates
@@ -319,6 +325,8 @@ def run_rollout(
         if turn == 1:
             requests = [(i, 0, None, ex.prompt) for i, ex in enumerate(examples)]
             sampling, given = first_sampling, first_turn
+            if given is None and voting_first_turn(settings):
+                given = generate_with_greedy(backend, [ex.prompt for ex in examples], first_sampling)
         else:
             requests = []
             for head in heads:
@@ -345,10 +353,14 @@ def run_rollout(
             break
         candidates = _generate(backend, requests, sampling, turn, given)
         _execute(candidates, examples, sandbox, match, scope)
+        if turn == 1:
+            choose_answers(candidates, settings, match.metric)
         generated += candidates
         heads = []
         for head in _heads(candidates):
-            if head.verdict == PROMPT_TOO_LONG:
+            if head.is_answer is False:
+                head.stop_reason = "not_answer"  # a voting sample: scored, never repaired
+            elif head.verdict == PROMPT_TOO_LONG:
                 head.stop_reason = PROMPT_TOO_LONG
             elif head.signal is None:
                 head.stop_reason = "correct" if head.verdict == "correct" else "out_of_scope"
@@ -376,7 +388,7 @@ TRAJECTORY_COLUMNS = [
     "sql", "status", "error_class", "error_message", "verdict", "correct", "executable", "schema_valid",
     "reward", "n_rows", "prompt_tokens", "completion_tokens", "finish_reason", "latency_s", "exec_s",
     "feedback", "selected_tables", "gold_tables", "table_recall", "guards", "repair_signal", "stop_reason",
-    *COST_COLUMNS,
+    "logprob", "is_answer", "is_vote", "vote_count", *COST_COLUMNS,
 ]  # fmt: skip
 
 
@@ -418,5 +430,9 @@ def _row(c: _Candidate, examples: Sequence[PreparedExample], settings: RolloutSe
         "guards": json.dumps([g.guard for g in c.guards]),
         "repair_signal": c.signal,
         "stop_reason": c.stop_reason,
+        "logprob": c.logprob,
+        "is_answer": c.is_answer,
+        "is_vote": c.is_vote,
+        "vote_count": c.vote_count,
         **cost_columns(result.plan),
     }

@@ -33,7 +33,8 @@ def summarize(trajectories: pd.DataFrame, n_examples: int, max_turns: int) -> di
     A trajectory's final answer is the candidate it ended with (`final_answers`); repair success is the share
     of trajectories that got a repair turn whose final answer is correct.
     """
-    t = trajectories
+    everything = trajectories
+    t = answer_trajectories(trajectories)
     first = t[t["turn"] == 1]
     final = final_answers(t)
     by_example_first = first.groupby("example_id")["correct"].any()
@@ -45,7 +46,8 @@ def summarize(trajectories: pd.DataFrame, n_examples: int, max_turns: int) -> di
     correct_costs = t.loc[t["correct"], "plan_cost"].dropna() if "plan_cost" in t else pd.Series(dtype=float)
     return {
         "examples": n_examples,
-        "candidates": len(t),
+        "candidates": len(everything),
+        **voting_summary(everything),
         "max_turns": max_turns,
         "first_turn_ex": round(float(by_example_first.sum()) / n_examples, 6),
         "final_ex": round(float(by_example_final.sum()) / n_examples, 6),
@@ -57,7 +59,7 @@ def summarize(trajectories: pd.DataFrame, n_examples: int, max_turns: int) -> di
         "repair_attempted": len(repaired),
         "repair_success_rate": _rate(trajectory_final.loc[repaired]) if len(repaired) else None,
         "mean_table_recall": _rate(first.drop_duplicates("example_id")["table_recall"].dropna()),
-        "generated_tokens": int(t["completion_tokens"].sum()),
+        "generated_tokens": int(everything["completion_tokens"].sum()),
         # Share of candidates whose generation hit max_new_tokens (their SQL may be cut off) and counts of
         # every finish reason; runs written before finish reasons were recorded have neither.
         "truncated_share": (_rate(t["finish_reason"] == "length") if "finish_reason" in t else None),
@@ -73,6 +75,56 @@ def summarize(trajectories: pd.DataFrame, n_examples: int, max_turns: int) -> di
             else {}
         ),
         "median_plan_cost_correct": float(correct_costs.median()) if len(correct_costs) else None,
+    }
+
+
+def answer_trajectories(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """The candidates of the trajectories that are examples' answers (all, unless voting samples exist).
+
+    With `answer` greedy or maj and several samples, the voting samples (``is_answer`` false at turn 1)
+    are scored but are no example's answer: they are left out of EX, repair and stop reasons.
+    """
+    if "is_answer" not in trajectories:
+        return trajectories
+    first = trajectories[trajectories["turn"] == 1]
+    dropped = first[first["is_answer"].eq(False)]
+    if dropped.empty:
+        return trajectories
+    keys = pd.MultiIndex.from_frame(dropped[["example_id", "sample"]])
+    index = pd.MultiIndex.from_frame(trajectories[["example_id", "sample"]])
+    return trajectories[~index.isin(keys)]
+
+
+def voting_table(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """Per example, with voting samples: greedy, maj@k and pass@k correctness and k (empty without)."""
+    columns = ["greedy_correct", "maj_correct", "pass_correct", "k"]
+    if "is_vote" not in trajectories or not trajectories["is_vote"].eq(True).any():
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="example_id"))
+    first = trajectories[trajectories["turn"] == 1]
+    voters = first[first["is_vote"].notna()]
+    greedy = first[first["sample"] == 0].groupby("example_id")["correct"].first()
+    table = pd.DataFrame(
+        {
+            "greedy_correct": greedy,
+            "maj_correct": voters[voters["is_vote"].eq(True)].groupby("example_id")["correct"].first(),
+            "pass_correct": voters.groupby("example_id")["correct"].any(),
+            "k": voters.groupby("example_id").size(),
+        }
+    )
+    table.index.name = "example_id"
+    return table[columns].sort_index()
+
+
+def voting_summary(trajectories: pd.DataFrame) -> dict[str, Any]:
+    """greedy, maj@k and pass@k EX of a run with voting samples (nothing without)."""
+    table = voting_table(trajectories)
+    if table.empty:
+        return {}
+    return {
+        "k": int(table["k"].max()),
+        "greedy_ex": _rate(table["greedy_correct"].astype(bool)),
+        "maj_at_k_ex": _rate(table["maj_correct"].astype(bool)),
+        "pass_at_k_ex": _rate(table["pass_correct"].astype(bool)),
     }
 
 
