@@ -12,6 +12,7 @@ rule score_predictions:
     params:
         ingested=lambda w: data_dir(config["predictions"][w.name]["dataset"]),
         execution=EXECUTION,
+        r_ves=lambda w: config["predictions"][w.name].get("r_ves_repeats", 0),
         out_dir=lambda w, output: os.path.dirname(output.summary),
     threads: config["sandbox"]["workers"]
     conda:
@@ -22,7 +23,7 @@ rule score_predictions:
         "results/benchmarks/score_predictions/{name}.tsv"
     shell:
         "python -m workflow_scripts.cli.evaluate score --ingested {params.ingested} --pred {input.pred}"
-        " --execution {params.execution:q} --out {params.out_dir} > {log} 2>&1"
+        " --execution {params.execution:q} --r-ves {params.r_ves} --out {params.out_dir} > {log} 2>&1"
 
 
 rule compare_variants:

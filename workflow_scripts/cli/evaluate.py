@@ -26,6 +26,7 @@ from workflow_scripts.cli import (
     run_cli,
 )
 from workflow_scripts.core.artifacts import write_json, write_parquet
+from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import execute_gold
 from workflow_scripts.core.ts_databases import execute_gold_ts
@@ -107,7 +108,13 @@ def score(args: argparse.Namespace) -> None:
             n_records = len(records)
         ids = record_ids(examples, excluded, n_records)
         predictions = read_predictions(args.pred, ids)
-        per_example, summary = evaluate(examples, gold, excluded, predictions, sandbox, settings, gold_ts)
+        if args.r_ves < 0:
+            raise UserError(
+                f"--r-ves {args.r_ves} is negative. Fix: give the number of timing runs (0 = off)."
+            )
+        per_example, summary = evaluate(
+            examples, gold, excluded, predictions, sandbox, settings, gold_ts, r_ves_repeats=args.r_ves
+        )
     summary["predictions"] = str(args.pred)
     provenance = {"predictions": str(args.pred), "matching": settings.to_config()}
     write_parquet(per_example, args.out / "per_example.parquet", provenance)
@@ -146,6 +153,14 @@ def main(argv: list[str] | None = None) -> None:
         help="examples whose database is missing: skip (default, counted apart) or error",
     )
     add_execution_argument(p)
+    p.add_argument(
+        "--r-ves",
+        type=int,
+        default=0,
+        metavar="REPEATS",
+        help="add R-VES (BIRD's reward-based valid efficiency): time each correct prediction and its gold "
+        "SQL REPEATS times (BIRD uses 100); 0 = off",
+    )
     p.add_argument("--keep-distinct", action="store_true", help="spider mode: do not remove DISTINCT")
     p.add_argument("--sandbox", default="{}", help="sandbox settings as JSON (timeout_s, workers, ...)")
     args = parser.parse_args(argv)

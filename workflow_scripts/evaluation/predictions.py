@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from workflow_scripts.core.efficiency import r_ves, reward, time_ratios
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.matching import BIRD, VERDICTS
 from workflow_scripts.core.sandbox import Sandbox
@@ -92,6 +93,7 @@ def evaluate(
     sandbox: Sandbox,
     settings: MatchSettings,
     gold_ts: pd.DataFrame | None = None,
+    r_ves_repeats: int = 0,
 ) -> tuple[pd.DataFrame, dict]:
     """Return (per-example verdicts, summary); `predictions` are indexed by data set position.
 
@@ -100,6 +102,9 @@ def evaluate(
     out, or whose database is missing, counts as wrong (BIRD's evaluator scores each question 0 or 1).
     With `gold_ts` (test-suite gold results), a prediction correct on its main database must also match
     on every test-suite database of its example (`ts_failed_db` names the first one it fails on).
+    With `r_ves_repeats` > 0, correct predictions are timed against their gold SQL that many times and
+    R-VES (BIRD's reward-based valid efficiency score, `core.efficiency`) is added: `time_ratio` and
+    `ves_reward` per example, `r_ves` in the summary, over the same denominator as EX.
     """
     usable = examples[examples["id"].isin(gold["id"])]
     scored = score_predictions(
@@ -117,6 +122,8 @@ def evaluate(
         scored["verdict"] = [v for v, _ in final]
         scored["ts_failed_db"] = [p for _, p in final]
         scored["correct"] = scored["verdict"] == "correct"
+    if r_ves_repeats > 0 and len(scored):
+        _add_r_ves(scored, examples, sandbox, settings, r_ves_repeats)
     rest = pd.DataFrame(
         {
             "id": excluded["id"],
@@ -134,6 +141,8 @@ def evaluate(
     )
     frames = [f for f in (scored, rest) if len(f)]
     per_example = pd.concat(frames, ignore_index=True).sort_values("index").reset_index(drop=True)
+    if "ves_reward" in per_example:
+        per_example["ves_reward"] = per_example["ves_reward"].fillna(0.0)
     counts = scored["verdict"].value_counts()
     n_scored = len(scored)
     n_correct = int(scored["correct"].sum()) if n_scored else 0
@@ -153,6 +162,8 @@ def evaluate(
         "by_difficulty": by_difficulty(per_example, settings.metric),
         "test_suite_databases": int(gold_ts["db_path"].nunique()) if gold_ts is not None else 0,
         "failed_only_on_test_suite": int(scored["ts_failed_db"].notna().sum()) if n_scored else 0,
+        "r_ves": _r_ves(per_example, settings.metric),
+        "r_ves_repeats": r_ves_repeats,
     }
     return per_example, summary
 
@@ -162,6 +173,29 @@ def _counted(per_example: pd.DataFrame, metric: str) -> pd.DataFrame:
     if metric == BIRD:
         return per_example
     return per_example[~per_example["verdict"].isin(["skipped", "gold_error"])]
+
+
+def _add_r_ves(
+    scored: pd.DataFrame, examples: pd.DataFrame, sandbox: Sandbox, settings: MatchSettings, repeats: int
+) -> None:
+    """Time the correct predictions against their gold SQL: `time_ratio` and `ves_reward` columns."""
+    db_of = dict(zip(examples["id"], examples["db_path"], strict=True))
+    right = scored[scored["correct"]]
+    items = [
+        (db_of[i], settings.prepare(p), settings.prepare(g))
+        for i, p, g in zip(right["id"], right["pred_sql"], right["gold_sql"], strict=True)
+    ]
+    ratios = time_ratios(items, sandbox, repeats, progress="R-VES")
+    by_id = dict(zip(right["id"], ratios, strict=True))
+    scored["time_ratio"] = scored["id"].map(by_id)
+    scored["ves_reward"] = [0.0 if r is None or pd.isna(r) else reward(r) for r in scored["time_ratio"]]
+
+
+def _r_ves(per_example: pd.DataFrame, metric: str) -> float | None:
+    if "ves_reward" not in per_example:
+        return None
+    value = r_ves(list(_counted(per_example, metric)["ves_reward"].astype(float)))
+    return round(value, 4) if value is not None else None
 
 
 def by_difficulty(per_example: pd.DataFrame, metric: str) -> dict[str, dict]:
@@ -177,6 +211,8 @@ def by_difficulty(per_example: pd.DataFrame, metric: str) -> dict[str, dict]:
             "correct": correct,
             "ex": round(correct / len(counted), 6) if len(counted) else None,
         }
+        if "ves_reward" in group:
+            out[str(level)]["r_ves"] = _r_ves(group, metric)
     order = {"simple": 0, "moderate": 1, "challenging": 2}
     return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0], 3), kv[0])))
 
@@ -191,6 +227,7 @@ def format_summary(summary: dict) -> str:
         f"{'executable':<22}{summary['executable']}",
         f"{'skipped (no database)':<22}{summary['skipped_missing_db']}",
         f"{'gold SQL failed':<22}{summary['gold_failed']}",
+        *([f"{'R-VES':<22}{summary['r_ves']}"] if summary.get("r_ves") is not None else []),
         "verdicts:",
     ]
     lines += [f"  {v:<20}{n}" for v, n in summary["verdicts"].items()]

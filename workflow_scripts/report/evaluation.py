@@ -151,6 +151,8 @@ def predictions_section(pred_dirs: dict[str, Path]) -> str:
                 "executable": s["executable"],
                 "skipped": s["skipped_missing_db"],
                 "gold failed": s["gold_failed"],
+                "metric": s.get("metric", "spider"),
+                **({"R-VES": s["r_ves"]} if s.get("r_ves") is not None else {}),
             }
         )
     return section("predictions", "External predictions", table_html(pd.DataFrame(rows)))
