@@ -30,6 +30,7 @@ rule compare_variants:
     input:
         trajectories=expand("results/rollouts/eval_{variant}/trajectories.parquet", variant=VARIANTS),
         examples=f"{data_dir(config['eval_dataset'])}/examples.parquet",
+        excluded=f"{data_dir(config['eval_dataset'])}/excluded.parquet",
     output:
         compare="results/evaluation/compare.parquet",
         difficulty="results/evaluation/difficulty.parquet",

@@ -274,3 +274,31 @@ def test_config_schema_validates_prompt_evidence() -> None:
         validate({**config, "prompt": {"evidence": value}}, schema)
     with pytest.raises(Exception, match="sometimes"):
         validate({**config, "prompt": {"evidence": "sometimes"}}, schema)
+
+
+def test_bird_matrix_counts_unscorable_questions_as_wrong() -> None:
+    from workflow_scripts.evaluation.matrix import compare_table, with_unscored
+
+    index = pd.Index(["a", "c"], name="example_id")
+    o = pd.DataFrame(
+        {
+            "first_verdict": ["correct", "correct"],
+            "first_guarded": False,
+            "first_correct": [True, True],
+            "final_correct": [True, True],
+            "first_executable": True,
+            "final_executable": True,
+            "repaired": False,
+        },
+        index=index,
+    )
+    examples = pd.DataFrame({"id": ["a", "c", "e"], "position": [0, 2, 4]})
+    # b (position 1) lies among the evaluated questions; d and f come after the last evaluated one
+    excluded = pd.DataFrame(
+        {"id": ["b", "d", "f"], "position": [1, 3, 5], "reason": ["gold_error", "missing_db", "gold_error"]}
+    )
+    full = with_unscored({"base": o}, examples, excluded)["base"]
+    assert full.index.tolist() == ["a", "b", "c"] and full.loc["b", "first_verdict"] == "gold_error"
+    table = compare_table({"base": full}).set_index("mode")
+    assert table.loc["one-shot", "first-turn EX"] == pytest.approx(2 / 3)
+    assert with_unscored({"base": o}, examples, excluded.iloc[:0])["base"] is o

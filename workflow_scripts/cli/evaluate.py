@@ -27,6 +27,7 @@ from workflow_scripts.cli import (
 )
 from workflow_scripts.core.artifacts import write_json, write_parquet
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.matching import BIRD
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import execute_gold
 from workflow_scripts.core.ts_databases import execute_gold_ts
@@ -39,6 +40,7 @@ from workflow_scripts.evaluation.matrix import (
     paired_voting,
     routing,
     taxonomy,
+    with_unscored,
 )
 from workflow_scripts.evaluation.predictions import (
     evaluate,
@@ -63,6 +65,10 @@ def compare(args: argparse.Namespace) -> None:
         examples = pd.read_parquet(args.examples)
         if "difficulty" in examples:
             difficulty = examples.set_index("id")["difficulty"]
+        excluded_file = args.examples.parent / "excluded.parquet"
+        if (matching or {}).get("metric") == BIRD and excluded_file.is_file():
+            # BIRD: every question in the denominator; an unscorable one counts as wrong
+            results = with_unscored(results, examples, pd.read_parquet(excluded_file))
     tables = {
         "compare": compare_table(results),
         "difficulty": by_difficulty(results, difficulty),

@@ -241,3 +241,42 @@ def by_difficulty(results: dict[str, pd.DataFrame], difficulty: pd.Series) -> pd
                     "EX": float(o.loc[mask, column].astype(bool).mean()) if mask.any() else None,
                 })  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
+
+
+def with_unscored(
+    results: dict[str, pd.DataFrame], examples: pd.DataFrame, excluded: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
+    """BIRD's every-question denominator for the evaluation matrix: each variant's outcomes plus, as wrong,
+    the questions that were never rolled out because their gold SQL fails or their database is missing.
+
+    Only excluded questions among the evaluated ones count: those before the last evaluated example's
+    position in the data set (the evaluation takes the first N usable examples).
+    """
+    position = dict(zip(examples["id"].astype(str), examples["position"], strict=True))
+    out = {}
+    for variant, o in results.items():
+        last = max((position.get(str(i), -1) for i in o.index), default=-1)
+        missing = excluded[(excluded["position"] <= last) & ~excluded["id"].astype(str).isin(o.index)]
+        if missing.empty:
+            out[variant] = o
+            continue
+        verdict = missing["reason"].map({"missing_db": "skipped"}).fillna("gold_error")
+        extra = pd.DataFrame(
+            {
+                "first_verdict": verdict.to_numpy(),
+                "first_guarded": False,
+                "first_correct": False,
+                "final_correct": False,
+                "first_executable": False,
+                "final_executable": False,
+                "repaired": False,
+            },
+            index=pd.Index(missing["id"].astype(str), name=o.index.name),
+        )
+        for column in ("greedy_correct", "maj_correct", "pass_correct"):
+            if column in o:
+                extra[column] = False
+        if "k" in o:
+            extra["k"] = o["k"].max()
+        out[variant] = pd.concat([o, extra]).sort_index()
+    return out
