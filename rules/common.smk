@@ -81,8 +81,11 @@ def eval_run_entry(variant):
         "feedback_detail": ev["feedback_detail"],
         "repair_scope": ev["repair_scope"],
         "limit": ev["limit"],
-        "num_samples": 1,
-        "temperature": 0.0,
+        # greedy, or with evaluation.num_samples > 1 one greedy and k sampled candidates (greedy, maj@k and
+        # pass@k side by side); `answer` (greedy | maj) is the candidate that goes to repair
+        "num_samples": ev.get("num_samples", 1),
+        "temperature": ev.get("temperature", 0.0) if ev.get("num_samples", 1) > 1 else 0.0,
+        "answer": ev.get("answer", "greedy"),
     }
 
 
@@ -107,6 +110,7 @@ def run_settings(run):
     settings["vllm"] = {**config["rollout"]["vllm"], **entry.get("vllm", {})}
     settings["model"] = entry.get("model", config["model"]["path"])
     settings["adapter"] = entry.get("adapter")
+    settings["evidence"] = config.get("prompt", {}).get("evidence", "auto")
     return settings
 
 
@@ -116,7 +120,7 @@ def run_shards(run):
 
 def run_data(wildcards):
     """Input function: the ingested examples, gold results and schema of a run's data set."""
-    return data_files(run_settings(wildcards.run)["dataset"], "examples", "gold", "schema")
+    return data_files(run_settings(wildcards.run)["dataset"], "examples", "gold", "gold_ts", "schema")
 
 
 def rollout_model_inputs(wildcards):

@@ -23,6 +23,7 @@ rule ingest:
     output:
         examples="results/data/{dataset}/examples.parquet",
         gold="results/data/{dataset}/gold.parquet",
+        gold_ts="results/data/{dataset}/gold_ts.parquet",
         excluded="results/data/{dataset}/excluded.parquet",
         schema="results/data/{dataset}/schema.parquet",
         summary="results/data/{dataset}/summary.json",

@@ -2,6 +2,7 @@ rule score_predictions:
     input:
         examples=lambda w: f"{data_dir(config['predictions'][w.name]['dataset'])}/examples.parquet",
         gold=lambda w: f"{data_dir(config['predictions'][w.name]['dataset'])}/gold.parquet",
+        gold_ts=lambda w: f"{data_dir(config['predictions'][w.name]['dataset'])}/gold_ts.parquet",
         excluded=lambda w: f"{data_dir(config['predictions'][w.name]['dataset'])}/excluded.parquet",
         summary=lambda w: f"{data_dir(config['predictions'][w.name]['dataset'])}/summary.json",
         pred=lambda w: config["predictions"][w.name]["path"],
@@ -11,6 +12,7 @@ rule score_predictions:
     params:
         ingested=lambda w: data_dir(config["predictions"][w.name]["dataset"]),
         execution=EXECUTION,
+        r_ves=lambda w: config["predictions"][w.name].get("r_ves_repeats", 0),
         out_dir=lambda w, output: os.path.dirname(output.summary),
     threads: config["sandbox"]["workers"]
     conda:
@@ -21,18 +23,22 @@ rule score_predictions:
         "results/benchmarks/score_predictions/{name}.tsv"
     shell:
         "python -m workflow_scripts.cli.evaluate score --ingested {params.ingested} --pred {input.pred}"
-        " --execution {params.execution:q} --out {params.out_dir} > {log} 2>&1"
+        " --execution {params.execution:q} --r-ves {params.r_ves} --out {params.out_dir} > {log} 2>&1"
 
 
 rule compare_variants:
     input:
-        expand("results/rollouts/eval_{variant}/trajectories.parquet", variant=VARIANTS),
+        trajectories=expand("results/rollouts/eval_{variant}/trajectories.parquet", variant=VARIANTS),
+        examples=f"{data_dir(config['eval_dataset'])}/examples.parquet",
+        excluded=f"{data_dir(config['eval_dataset'])}/excluded.parquet",
     output:
         compare="results/evaluation/compare.parquet",
+        difficulty="results/evaluation/difficulty.parquet",
         taxonomy="results/evaluation/taxonomy.parquet",
         routing="results/evaluation/routing.parquet",
         paired_one_shot="results/evaluation/paired_one_shot.parquet",
         paired_repair="results/evaluation/paired_repair.parquet",
+        paired_voting="results/evaluation/paired_voting.parquet",
         outcomes="results/evaluation/outcomes.parquet",
         summary="results/evaluation/compare.json",
     params:
@@ -47,4 +53,5 @@ rule compare_variants:
         "results/benchmarks/compare_variants.tsv"
     shell:
         "python -m workflow_scripts.cli.evaluate compare {params.variants} --seed {params.seed}"
+        " --examples {input.examples}"
         " --out-dir {params.out_dir} > {log} 2>&1"

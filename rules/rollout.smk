@@ -75,7 +75,7 @@ if REPAIR_STUDY["enabled"]:
         input:
             model=run_settings("eval_base")["model"],
             first_turn="results/rollouts/eval_base/trajectories.parquet",
-            **data_files(config["eval_dataset"], "examples", "gold", "schema"),
+            **data_files(config["eval_dataset"], "examples", "gold", "gold_ts", "schema"),
         output:
             trajectories="results/repair_study/trajectories.parquet",
             table="results/repair_study/study.parquet",

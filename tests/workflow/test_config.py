@@ -52,9 +52,10 @@ def test_every_key_has_a_description_and_a_readme_entry():
         if "properties" in sub:  # sections; their keys are listed one by one
             continue
         # A run may override any rollout key: `runs.NAME.x` is documented as `rollout.x`.
-        # ... and SFT and DPO share their settings: `training.dpo.x` may be documented as `training.sft.x`.
+        # ... and the methods share settings: `training.dpo.x` or `.grpo.x` may be documented as `.sft.x`.
         names = {key, key.replace("runs.NAME.", "rollout."), key.replace("training.dpo.", "training.sft."),
-                 key.replace("training.sft.", "training.dpo.")}  # fmt: skip
+                 key.replace("training.sft.", "training.dpo."),
+                 key.replace("training.grpo.", "training.sft.")}  # fmt: skip
         assert any(f"`{n}`" in readme for n in names), f"{key} is not documented in the README"
 
 

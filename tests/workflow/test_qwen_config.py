@@ -20,6 +20,8 @@ KEPT = {
     "datasets.demo_dev",
     "demo.seed",  # the demo data is not built in the real run
     "matching.keep_distinct",  # false = Spider's official execution match
+    "matching.metric",  # spider = Spider's official execution match
+    "prompt.evidence",  # auto = shown whenever the data set has it (BIRD-style)
     "alignment.ngram_max",  # the alignment paper's settings (arXiv 2510.04919)
     "alignment.alpha",
     "alignment.c",
@@ -93,7 +95,12 @@ def test_the_published_setup(merged: dict):
     assert merged["mining"]["runs"] == merged["training"]["sft_data"]["runs"] == ["train_mining"]
     evaluation = merged["evaluation"]
     assert evaluation["limit"] is None and evaluation["feedback_detail"] == "minimal"
-    assert evaluation["variants"] == ["base", "sft", "dpo", "sft_dpo"] and evaluation["max_turns"] >= 2
+    assert evaluation["variants"][:4] == ["base", "sft", "dpo", "sft_dpo"] and evaluation["max_turns"] >= 2
+    # GRPO as the peers run it on one GPU: groups of 5-16, repair-aware like the evaluation, no KL term.
+    grpo = merged["training"]["grpo"]
+    assert {"grpo", "sft_grpo"} <= set(evaluation["variants"])
+    assert 5 <= grpo["num_generations"] <= 16 and grpo["max_turns"] == 2 and grpo["beta"] == 0
+    assert grpo["precision"] == "bf16" and grpo["max_steps"] >= 100
     assert merged["alignment"]["selection"]["eval_limit"] is None  # the subsets on the same 1,034 examples
     assert merged["merge"]["input_fractions"] == {"synthetic": 0.2}
     assert merged["merge"]["type_fractions"]["gold_vs_failed_attempt"] == 0.2

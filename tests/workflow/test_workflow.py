@@ -171,6 +171,8 @@ def test_every_parquet_artifact_says_what_made_it(workdir: Path):
         meta = read_provenance(path)
         assert meta["source_sha256"] == code_version()["source_sha256"], path
         assert set(meta) - {"version", "source_sha256", "git_commit"}, f"{path} records no config values"
+        # the metric mode of the verdicts it rests on (stages that do not score inherit it)
+        assert meta["matching"] == {"keep_distinct": False, "metric": "spider"}, path
     trajectories = read_provenance(workdir / "results" / "rollouts" / "probe" / "trajectories.parquet")
     assert trajectories["settings"]["max_turns"] == 2 and trajectories["settings"]["dataset"] == "demo_dev"
 
@@ -264,12 +266,14 @@ def test_editing_a_key_reruns_only_what_uses_it(workdir: Path):
         "alignment.selection.seed": ["alignment", "alignment_select", "all", "report",
                                      *rollout_jobs(*SELECTION_EVAL), "train_sft_subset", "train_sft_subset"],
         "sandbox.timeout_s": [r for r in everything if r != "demo_data"],
+        "matching.metric": [r for r in everything if r != "demo_data"],
         "demo.seed": everything,
     }  # fmt: skip
     values = {"report.title": "Another title", "runs.probe.feedback_detail": "minimal",
               "evaluation.feedback_detail": "minimal", "training.sft.max_steps": 3,
               "merge.min_reward_margin": 0.2, "sandbox.timeout_s": 7.5, "demo.seed": 3,
-              "alignment.sample_size.draws": 10, "alignment.selection.seed": 1}  # fmt: skip
+              "matching.metric": "bird", "alignment.sample_size.draws": 10,
+              "alignment.selection.seed": 1}  # fmt: skip
     try:
         for key, rules in expected.items():
             (workdir / "config.yaml").write_text(original)

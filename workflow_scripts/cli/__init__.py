@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from workflow_scripts.core.artifacts import inherited, read_provenance
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.matching import METRICS
 from workflow_scripts.core.scoring import MatchSettings
 
 
@@ -42,9 +44,47 @@ def add_execution_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--execution", default="{}", help='{"sandbox": {...}, "matching": {...}} as JSON (config sections)'
     )
+    parser.add_argument("--metric", choices=METRICS, help="metric mode (wins over --execution's matching)")
 
 
 def execution_settings(args: argparse.Namespace) -> tuple[dict, MatchSettings]:
-    """The sandbox keyword arguments and the match settings of `--execution`."""
-    execution = json.loads(args.execution)
-    return dict(execution.get("sandbox", {})), MatchSettings.from_config(execution.get("matching", {}))
+    """The sandbox keyword arguments and the match settings of `--execution` (and `--metric`)."""
+    try:
+        execution = json.loads(args.execution)
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f"--execution is not JSON ({err.msg}). Fix: pass the sandbox and matching as JSON."
+        ) from None
+    matching = dict(execution.get("matching", {}))
+    if getattr(args, "metric", None):
+        matching["metric"] = args.metric
+    if getattr(args, "keep_distinct", False):
+        matching["keep_distinct"] = True
+    return dict(execution.get("sandbox", {})), MatchSettings.from_config(matching)
+
+
+def ingested_matching(data_dir: Path) -> MatchSettings:
+    """The matching settings a data set directory was ingested (its gold SQL executed) under."""
+    meta = read_provenance(data_dir / "gold.parquet")
+    if "matching" in meta:
+        return MatchSettings.from_config(meta["matching"])
+    return MatchSettings(keep_distinct=bool(meta.get("keep_distinct", False)))
+
+
+def check_ingested(data_dir: Path, match: MatchSettings) -> None:
+    """Raise UserError when `data_dir`'s gold results were executed under other matching settings."""
+    ingested = ingested_matching(data_dir)
+    if ingested != match:
+        raise UserError(
+            f"{data_dir} was ingested with matching {ingested.to_config()} but this job scores with "
+            f"{match.to_config()}: the gold results differ between modes. Fix: ingest the data set again "
+            "with the same matching settings (Snakemake does so when matching changes)."
+        )
+
+
+def inherited_matching(paths: list[Path] | tuple[Path, ...]) -> dict | None:
+    """The matching settings the Parquet inputs were made under (UserError when they disagree)."""
+    try:
+        return inherited([Path(p) for p in paths], "matching")
+    except ValueError as err:
+        raise UserError(f"{err}. Fix: rerun the stages that made them with one matching setting.") from None

@@ -47,7 +47,7 @@ from workflow_scripts.alignment.analysis import (
     first_turn_sql,
     variant_rows,
 )
-from workflow_scripts.cli import read_parquet, run_cli, setup_logging
+from workflow_scripts.cli import inherited_matching, read_parquet, run_cli, setup_logging
 from workflow_scripts.core.artifacts import atomic_path, write_json, write_parquet
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.evaluation.matrix import outcomes
@@ -109,7 +109,8 @@ def select(args: argparse.Namespace) -> None:
         dist = cache.distribution(al.templates(completion_sql(subset)))
         report["D_KL"][name] = al.kl_divergence(target, dist, cfg["alpha"])
         report[f"{name}_example_ids"] = subset["example_id"].to_list()
-        write_parquet(subset, args.out_dir / f"{name}.parquet", {"selection": name, "settings": cfg})
+        provenance = {"selection": name, "settings": cfg, "matching": inherited_matching(args.trajectories)}
+        write_parquet(subset, args.out_dir / f"{name}.parquet", provenance)
     log.info("selection: %s", report["D_KL"])
     write_json(report, args.out_dir / "selection.json")
 
@@ -188,7 +189,10 @@ def analyse(args: argparse.Namespace) -> None:
     }  # fmt: skip
     if args.selection_dir is not None:
         summary["selection"] = json.loads((args.selection_dir / "selection.json").read_text())
-    provenance = {"alignment": cfg}
+    provenance = {
+        "alignment": cfg,
+        "matching": inherited_matching([d / "trajectories.parquet" for d in runs.values()]),
+    }
     out = args.out_dir
     write_parquet(table, out / "alignment.parquet", provenance)
     write_parquet(variants, out / "variants.parquet", provenance)

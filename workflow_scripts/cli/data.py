@@ -14,9 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from workflow_scripts.cli import add_execution_argument, execution_settings, run_cli, setup_logging
-from workflow_scripts.core.artifacts import write_json, write_parquet
+from workflow_scripts.core.artifacts import file_sha256, write_json, write_parquet
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings, execute_gold
+from workflow_scripts.core.ts_databases import empty_gold_ts, execute_gold_ts
 from workflow_scripts.data.demo import build_demo
 from workflow_scripts.data.ingest import DatasetSpec, build_schema, normalize_records, read_records
 
@@ -34,7 +35,16 @@ def ingest(
     )
     schema = build_schema(examples, spec.tables)
     with Sandbox(**sandbox_cfg) as sandbox:
+        timeout_s = sandbox.timeout_s
         gold, failed = execute_gold(examples, sandbox, match, progress=f"gold SQL of {spec.name}")
+        gold_ts = empty_gold_ts()
+        if spec.test_suite_root is not None:
+            runnable = examples[examples["id"].isin(gold["id"])]
+            gold_ts, ts_failed = execute_gold_ts(
+                runnable, spec.test_suite_root, sandbox, match, progress="gold SQL on test-suite databases"
+            )
+            gold = gold[~gold["id"].isin(ts_failed["id"])].reset_index(drop=True)
+            failed = pd.concat([f for f in (failed, ts_failed) if len(f)] or [failed], ignore_index=True)
     for row in failed.itertuples(index=False):
         log.warning("excluded %s (%s): %s: %s", row.id, row.db_id, row.reason, row.error_message)
     usable = examples[examples["id"].isin(gold["id"])].reset_index(drop=True)
@@ -44,9 +54,11 @@ def ingest(
         "missing_db": missing_db,
         "sandbox": sandbox_cfg,
         "keep_distinct": match.keep_distinct,
+        "matching": match.to_config(),
     }
     write_parquet(usable, out_dir / "examples.parquet", provenance)
     write_parquet(gold, out_dir / "gold.parquet", provenance)
+    write_parquet(gold_ts, out_dir / "gold_ts.parquet", provenance)
     write_parquet(excluded, out_dir / "excluded.parquet", provenance)
     write_parquet(schema, out_dir / "schema.parquet", provenance)
     summary = {
@@ -61,6 +73,14 @@ def ingest(
         "tables": int(schema.groupby("db_id")["table"].nunique().sum()),
         "gold_empty_results": int((gold["n_rows"] == 0).sum()),
         "gold_exec_seconds": round(float(gold["elapsed_s"].sum()), 3),
+        "metric": match.metric,
+        "test_suite_root": str(spec.test_suite_root) if spec.test_suite_root else None,
+        "test_suite_databases": int(gold_ts["db_path"].nunique()),
+        # BIRD-style data: examples with evidence (shown in prompts unless prompt.evidence is false)
+        "with_evidence": int(usable["evidence"].notna().sum()),
+        "difficulties": {str(k): int(n) for k, n in usable["difficulty"].dropna().value_counts().items()},
+        "data_sha256": file_sha256(spec.path),
+        "sandbox_timeout_s": timeout_s,
     }
     write_json(summary, out_dir / "summary.json")
     return summary
@@ -68,7 +88,8 @@ def ingest(
 
 def _excluded(skipped: pd.DataFrame, failed: pd.DataFrame) -> pd.DataFrame:
     """The examples that are never scored: missing database, failing or truncated gold SQL."""
-    columns = ["id", "position", "db_id", "question", "gold_sql", "reason", "error_class", "error_message"]
+    columns = ["id", "position", "db_id", "question", "gold_sql", "reason", "error_class", "error_message",
+               "evidence", "difficulty"]  # fmt: skip
     frames = [f.reindex(columns=columns) for f in (skipped, failed) if len(f)]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns}).astype({"position": "int64"})

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow_scripts.cli import add_execution_argument, execution_settings, run_cli, setup_logging
+from workflow_scripts.cli import (
+    add_execution_argument,
+    check_ingested,
+    execution_settings,
+    inherited_matching,
+    run_cli,
+    setup_logging,
+)
 from workflow_scripts.core.artifacts import write_json, write_parquet
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.sandbox import Sandbox
@@ -40,7 +47,12 @@ def mine(args: argparse.Namespace) -> None:
         min_cost_gap=args.min_cost_gap,
     )
     log.info("%s: %d natural pairs %s", args.run, len(pairs), pairs["type"].value_counts().to_dict())
-    write_parquet(pairs, args.out, {"run": args.run, "use_gold_when_failed": args.use_gold_when_failed})
+    provenance = {
+        "run": args.run,
+        "use_gold_when_failed": args.use_gold_when_failed,
+        "matching": inherited_matching([args.trajectories]),
+    }
+    write_parquet(pairs, args.out, provenance)
 
 
 def synthetic(args: argparse.Namespace) -> None:
@@ -50,6 +62,7 @@ def synthetic(args: argparse.Namespace) -> None:
     gold = pd.read_parquet(args.data_dir / "gold.parquet")
     schema = pd.read_parquet(args.data_dir / "schema.parquet")
     sandbox_cfg, match = execution_settings(args)
+    check_ingested(args.data_dir, match)
     with Sandbox(**sandbox_cfg) as sandbox:
         negatives = build_synthetic(
             examples,
@@ -67,7 +80,7 @@ def synthetic(args: argparse.Namespace) -> None:
     prompts = {p.id: json.dumps(p.prompt) for p in prepared}
     pairs = synthetic_pairs(negatives, prompts)
     log.info("%d negatives, %d kept, %d pairs", len(negatives), int(negatives["kept"].sum()), len(pairs))
-    provenance = {"synthetic": settings, "keep_distinct": match.keep_distinct}
+    provenance = {"synthetic": settings, "keep_distinct": match.keep_distinct, "matching": match.to_config()}
     write_parquet(negatives, args.out_dir / "negatives.parquet", provenance)
     write_parquet(pairs, args.out_dir / "pairs.parquet", provenance)
 
@@ -97,8 +110,12 @@ def merge(args: argparse.Namespace) -> None:
         "settings": cfg,
     }
     log.info("merged %d of %d pairs", len(merged), len(before))
-    write_parquet(merged, args.out_dir / "pairs.parquet", {"merge": cfg})
-    write_parquet(to_trl(merged), args.out_dir / "train.parquet", {"merge": cfg})
+    provenance = {
+        "merge": cfg,
+        "matching": inherited_matching([Path(i.partition("=")[2]) for i in args.input]),
+    }
+    write_parquet(merged, args.out_dir / "pairs.parquet", provenance)
+    write_parquet(to_trl(merged), args.out_dir / "train.parquet", provenance)
     write_json(report, args.out_dir / "quality.json")
 
 

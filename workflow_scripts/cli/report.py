@@ -15,6 +15,7 @@ from workflow_scripts.report.data import datasets_section, model_section
 from workflow_scripts.report.evaluation import cost_section, evaluation_section, predictions_section
 from workflow_scripts.report.html import build_report
 from workflow_scripts.report.pairs import pairs_section
+from workflow_scripts.report.record import reproducibility_record
 from workflow_scripts.report.rollout import repair_study_section, rollout_section
 
 
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         sections.append(
             ("predictions", "External predictions", predictions_section(_named_dirs(args.prediction)))
         )
-    write_text(build_report(args.title, sections), args.out)
+    record = reproducibility_record(_named_dirs(args.dataset), _named_dirs(args.rollout))
+    write_text(build_report(args.title, sections, record), args.out)
 
 
 if __name__ == "__main__":

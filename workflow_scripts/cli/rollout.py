@@ -18,7 +18,14 @@ from typing import Any
 
 import pandas as pd
 
-from workflow_scripts.cli import add_execution_argument, execution_settings, run_cli, setup_logging
+from workflow_scripts.cli import (
+    add_execution_argument,
+    check_ingested,
+    execution_settings,
+    inherited_matching,
+    run_cli,
+    setup_logging,
+)
 from workflow_scripts.core.artifacts import write_json, write_parquet
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.sandbox import Sandbox
@@ -32,6 +39,7 @@ from workflow_scripts.rollout.loop import (
     run_rollout,
     summarize,
 )
+from workflow_scripts.rollout.prompts import prompt_template_sha256
 from workflow_scripts.rollout.repair_study import run_study, study_table
 from workflow_scripts.rollout.retrieval import recall_table
 from workflow_scripts.rollout.settings import RolloutSettings
@@ -56,6 +64,12 @@ def run_backend(run: dict[str, Any], threads: int | None) -> Backend:
     return backend
 
 
+def read_gold_ts(data_dir: Path) -> pd.DataFrame | None:
+    """The data set's test-suite gold results (None for data ingested before test suites existed)."""
+    path = data_dir / "gold_ts.parquet"
+    return pd.read_parquet(path) if path.is_file() else None
+
+
 def shard_of(examples: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
     """Return the examples of shard `shard` of `shards` (every shards-th example, so shards are balanced)."""
     return examples.iloc[shard::shards].reset_index(drop=True)
@@ -77,7 +91,7 @@ def run_shard(
     gold = pd.read_parquet(data_dir / "gold.parquet")
     schema = pd.read_parquet(data_dir / "schema.parquet")
     settings = RolloutSettings.from_config(run)
-    prepared = prepare_examples(examples, gold, schema, settings)
+    prepared = prepare_examples(examples, gold, schema, settings, read_gold_ts(data_dir))
     log.info(
         "shard %d/%d: %d examples, schema mode %s", shard, run["shards"], len(prepared), settings.schema_mode
     )
@@ -125,7 +139,12 @@ def gather(run_name: str, run: dict[str, Any], shard_files: list[Path], out_dir:
             )
         },
     }
-    provenance = {"run": run_name, "settings": run}
+    provenance = {"run": run_name, "settings": run, "matching": inherited_matching(shard_files)}
+    summary["metric"] = (provenance["matching"] or {}).get("metric")
+    summary["answer"] = run.get("answer", "all")
+    summary["evidence"] = run.get("evidence", "auto")
+    summary["top_p"] = run.get("top_p")
+    summary["prompt_template_sha256"] = prompt_template_sha256()
     write_parquet(trajectories, out_dir / "trajectories.parquet", provenance)
     write_parquet(grpo_groups(trajectories), out_dir / "grpo_rollouts.parquet", provenance)
     write_json(summary, out_dir / "summary.json")
@@ -148,6 +167,10 @@ def study(
     the first `study_cfg["limit"]` of its examples and repairs them for up to `study_cfg["max_turns"]` turns.
     """
     first = pd.read_parquet(first_turn_file)
+    if run.get("answer", "all") != "all" and int(run["num_samples"]) > 1:
+        # an eval run with voting samples: its sample 0 is the greedy candidate; study that one
+        first = first[(first["turn"] > 1) | (first["sample"] == 0)]
+        run = {**run, "num_samples": 1, "temperature": 0.0, "answer": "all"}
     if float(run["temperature"]) > 0 or int(run["num_samples"]) != 1:
         raise UserError(
             f"the repair study starts from {first_turn_file}, which is not a greedy one-sample rollout. "
@@ -160,7 +183,7 @@ def study(
     gold = pd.read_parquet(data_dir / "gold.parquet")
     schema = pd.read_parquet(data_dir / "schema.parquet")
     base = RolloutSettings.from_config({**run, "max_turns": study_cfg["max_turns"]})
-    prepared = prepare_examples(examples.reset_index(drop=True), gold, schema, base)
+    prepared = prepare_examples(examples.reset_index(drop=True), gold, schema, base, read_gold_ts(data_dir))
     try:
         first_turn = first_turn_outputs(first, prepared)
     except ValueError as exc:
@@ -182,7 +205,7 @@ def study(
         )
     table = study_table(trajectories)
     log.info("repair study: %d candidates in %.1f s", len(trajectories), time.perf_counter() - start)
-    provenance = {"study": study_cfg, "settings": run}
+    provenance = {"study": study_cfg, "settings": run, "matching": match.to_config()}
     write_parquet(trajectories, out_dir / "trajectories.parquet", provenance)
     write_parquet(table, out_dir / "study.parquet", provenance)
     write_json(
@@ -201,7 +224,12 @@ def recall(args: argparse.Namespace) -> None:
         fk_hops=args.fk_hops,
         cell_values=args.cell_values,
     )
-    provenance = {"top_k": args.top_k, "fk_hops": args.fk_hops, "cell_values": args.cell_values}
+    provenance = {
+        "top_k": args.top_k,
+        "fk_hops": args.fk_hops,
+        "cell_values": args.cell_values,
+        "matching": inherited_matching([args.data_dir / "examples.parquet"]),
+    }
     write_parquet(table, args.out, provenance)
     print(table.groupby("mode")[["recall", "selected"]].mean().round(3).to_string())
 
@@ -247,13 +275,16 @@ def main(argv: list[str] | None = None) -> None:
     run = json.loads(args.settings)
     if args.command == "shard":
         sandbox_cfg, match = execution_settings(args)
+        check_ingested(args.data_dir, match)
         trajectories = run_shard(run, args.data_dir, args.shard, sandbox_cfg, match, args.threads)
-        write_parquet(trajectories, args.out, {"run": args.run, "shard": args.shard, "settings": run})
+        provenance = {"run": args.run, "shard": args.shard, "settings": run, "matching": match.to_config()}
+        write_parquet(trajectories, args.out, provenance)
     elif args.command == "gather":
         summary = gather(args.run, run, args.shards, args.out_dir)
         log.info("summary: %s", json.dumps(summary))
     else:
         sandbox_cfg, match = execution_settings(args)
+        check_ingested(args.data_dir, match)
         table = study(
             run,
             json.loads(args.study),

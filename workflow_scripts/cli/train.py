@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from workflow_scripts.cli import (
     add_execution_argument,
     execution_settings,
+    inherited_matching,
     read_parquet,
     run_cli,
     setup_logging,
@@ -62,7 +63,10 @@ def sft(args: argparse.Namespace) -> None:
         if args.data_dir is not None or args.trajectories:
             raise UserError("--sft-data replaces --data-dir and --trajectories. Fix: pass one or the other.")
         data = read_parquet(args.sft_data, "SFT data")
-        provenance: dict[str, Any] = {"sft_data": str(args.sft_data)}
+        provenance: dict[str, Any] = {
+            "sft_data": str(args.sft_data),
+            "matching": inherited_matching([args.sft_data]),
+        }
     else:
         if args.data_dir is None or not args.trajectories:
             raise UserError("sft needs --data-dir and --trajectories (or --sft-data). Fix: pass them.")
@@ -76,6 +80,7 @@ def sft(args: argparse.Namespace) -> None:
             "trajectories": [str(p) for p in args.trajectories],
             "include_gold": args.include_gold,
             "include_correct": args.include_correct,
+            "matching": inherited_matching(args.trajectories),
         }
     log.info(
         "%d SFT examples %s", len(data), data["source"].value_counts().to_dict() if "source" in data else {}
@@ -96,6 +101,7 @@ def dpo(args: argparse.Namespace) -> None:
         "pairs": str(args.pairs),
         "init_adapter": str(args.init_adapter) if args.init_adapter else None,
         "settings": cfg,
+        "matching": inherited_matching([args.pairs]),
     }
     metrics = train_dpo(
         args.model, pairs, args.out, lora, settings, init_adapter=args.init_adapter, provenance=provenance
@@ -126,6 +132,7 @@ def grpo(args: argparse.Namespace) -> None:
         "data_dir": str(args.data_dir),
         "init_adapter": str(args.init_adapter) if args.init_adapter else None,
         "settings": cfg,
+        "matching": asdict(match),
     }
     log.info("GRPO on %d prompts: %s", len(prepared), grpo_settings)
     metrics = train_grpo(

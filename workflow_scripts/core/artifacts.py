@@ -64,6 +64,15 @@ def code_version() -> dict[str, str]:
     return version
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (e.g. a data set file, for the reproducibility record)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_parquet(df: pd.DataFrame, path: str | Path, provenance: dict[str, Any] | None = None) -> None:
     """Write `df` as Parquet with the code version and `provenance` (e.g. config values) in its metadata."""
     table = pa.Table.from_pandas(df, preserve_index=False)
@@ -92,3 +101,28 @@ def write_text(text: str, path: str | Path) -> None:
     """Write `text` to `path`."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def inherited(paths: list[str | Path] | tuple[str | Path, ...], key: str = "matching") -> Any:
+    """The provenance value `key` that Parquet inputs agree on (None when none records it).
+
+    A stage that does not take the matching settings itself stamps its outputs with those of its inputs,
+    so every artifact says which metric mode its verdicts come from. Inputs made under different values
+    cannot be combined: that is a ValueError naming two of them.
+    """
+    found: dict[str, Path] = {}
+    values = {}
+    for path in paths:
+        path = Path(path)
+        if path.suffix != ".parquet" or not path.is_file():
+            continue
+        value = read_provenance(path).get(key)
+        if value is None:
+            continue
+        text = json.dumps(value, sort_keys=True)
+        found.setdefault(text, path)
+        values[text] = value
+    if len(found) > 1:
+        (first, first_path), (second, second_path) = list(found.items())[:2]
+        raise ValueError(f"{first_path} was made with {key} {first} but {second_path} with {second}")
+    return next(iter(values.values()), None)

@@ -40,6 +40,18 @@ def config_problem(config: Mapping[str, Any]) -> str | None:
                 f"(defined: {', '.join(sorted(config['datasets']))}). "
                 f"Fix: add it to `datasets` or correct {key}."
             )
+    ev = config["evaluation"]
+    if ev.get("num_samples", 1) > 1 and not ev.get("temperature", 0.0) > 0:
+        return (
+            f"config key evaluation.num_samples is {ev['num_samples']} but evaluation.temperature is "
+            f"{ev.get('temperature', 0.0)}: greedy samples are all the same. "
+            "Fix: set evaluation.temperature > 0."
+        )
+    if ev.get("answer", "greedy") == "maj" and ev.get("num_samples", 1) < 2:
+        return (
+            "config key evaluation.answer is maj, but evaluation.num_samples is 1: maj@k votes over several "
+            "samples. Fix: set evaluation.num_samples >= 2 (and temperature > 0) or answer: greedy."
+        )
     if "base" not in config["evaluation"]["variants"]:
         variants = ", ".join(config["evaluation"]["variants"])
         return (

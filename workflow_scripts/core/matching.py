@@ -1,4 +1,15 @@
-"""Spider's official execution match (test-suite-sql-eval ``exec_eval.py``) and per-query verdicts.
+"""Execution match under three named metric modes, and per-query verdicts.
+
+Modes (:data:`METRICS`; ``matching.metric`` in config.yaml, ``--metric`` of ``evaluate``):
+
+- ``spider`` (the default): Spider's official test-suite-sql-eval ``exec_eval.py``, below.
+- ``bird``: BIRD's official ``evaluation.py``: both queries run as written and
+  ``set(pred_rows) == set(gold_rows)``: row order and duplicates are ignored, columns must be in the
+  gold's order, a failure or timeout is wrong, and every question is in the denominator (see
+  ``evaluate``).
+- ``strict``: both queries run as written (no DISTINCT removal, no rewrites) and the rows must be
+  equal as ordered lists (an ordered bag: order and duplicates count) with the columns in the gold's
+  order.
 
 Official pipeline for one (gold, prediction) pair on one database: both strings go through
 ``postprocess`` (``"> ="`` -> ``">="`` ...) and :func:`remove_distinct`, then ``YEAR(CURDATE())``
@@ -18,6 +29,12 @@ from typing import Any, Final
 from sqlglot.dialects.sqlite import SQLite
 
 from workflow_scripts.core.sandbox import ERROR_CLASSES, OTHER_EXECUTION_ERROR, ExecResult
+
+SPIDER: Final = "spider"
+BIRD: Final = "bird"
+STRICT: Final = "strict"
+#: The named metric modes, the default first.
+METRICS: Final[tuple[str, ...]] = (SPIDER, BIRD, STRICT)
 
 CORRECT: Final = "correct"
 WRONG_RESULT: Final = "wrong_result"
@@ -178,8 +195,26 @@ def results_match(gold_rows: Sequence[tuple], pred_rows: Sequence[tuple], order_
     return False
 
 
-def verdict(gold: ExecResult, pred: ExecResult, *, order_matters: bool) -> str:
-    """Classify a prediction against the gold result (one of :data:`VERDICTS`).
+def results_equal(
+    gold_rows: Sequence[tuple], pred_rows: Sequence[tuple], *, order_matters: bool, metric: str = SPIDER
+) -> bool:
+    """Whether two results are equal under `metric` (one of :data:`METRICS`).
+
+    ``spider``: :func:`results_match` (bags up to a column permutation; lists when `order_matters`).
+    ``bird``: BIRD's ``set(predicted_res) == set(ground_truth_res)``. ``strict``: equal lists of rows.
+    `order_matters` (the gold has ORDER BY) is used by ``spider`` only.
+    """
+    if metric == SPIDER:
+        return results_match(gold_rows, pred_rows, order_matters)
+    if metric == BIRD:
+        return set(map(tuple, gold_rows)) == set(map(tuple, pred_rows))
+    if metric == STRICT:
+        return [tuple(r) for r in gold_rows] == [tuple(r) for r in pred_rows]
+    raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+
+
+def verdict(gold: ExecResult, pred: ExecResult, *, order_matters: bool, metric: str = SPIDER) -> str:
+    """Classify a prediction against the gold result (one of :data:`VERDICTS`) under `metric`.
 
     ``gold_error`` when the gold failed; the prediction's error class when it failed; then
     ``correct`` / ``empty_result`` / ``wrong_row_count`` / ``wrong_result``. Results cut at the row
@@ -193,7 +228,9 @@ def verdict(gold: ExecResult, pred: ExecResult, *, order_matters: bool) -> str:
         return pred.error_class or ("timeout" if pred.status == "timeout" else OTHER_EXECUTION_ERROR)
     if gold.truncated and pred.truncated:
         return TRUNCATED
-    if not (gold.truncated or pred.truncated) and results_match(gold.rows, pred.rows, order_matters):
+    if not (gold.truncated or pred.truncated) and results_equal(
+        gold.rows, pred.rows, order_matters=order_matters, metric=metric
+    ):
         return CORRECT
     if not pred.rows:
         return EMPTY_RESULT

@@ -1,4 +1,4 @@
-"""Executing gold SQL once and scoring predicted SQL against it with Spider's execution match."""
+"""Executing gold SQL once and scoring predicted SQL against it under a named metric mode."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from workflow_scripts.core.matching import order_matters, prepare_sql, verdict
+from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.matching import METRICS, SPIDER, order_matters, prepare_sql, verdict
 from workflow_scripts.core.sandbox import ExecResult, Sandbox, decode_rows, encode_rows
 
 GOLD_COLUMNS = ["id", "columns", "rows", "n_rows", "order_matters", "elapsed_s"]
@@ -17,18 +18,47 @@ GOLD_COLUMNS = ["id", "columns", "rows", "n_rows", "order_matters", "elapsed_s"]
 
 @dataclass(frozen=True)
 class MatchSettings:
-    """How predictions are compared with gold (test-suite-sql-eval semantics by default)."""
+    """How predictions are compared with gold: the `matching` section of config.yaml as one value.
+
+    `metric` is one of :data:`~workflow_scripts.matching.METRICS` (``spider``: test-suite-sql-eval, the
+    default; ``bird``; ``strict``); `keep_distinct` applies to ``spider`` only (the other modes never
+    remove DISTINCT).
+    """
 
     keep_distinct: bool = False
+    metric: str = SPIDER
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise UserError(
+                f"unknown metric mode {self.metric!r}. Fix: set matching.metric (or --metric) to one of "
+                f"{', '.join(METRICS)}."
+            )
 
     @classmethod
-    def from_config(cls, matching: Mapping[str, Any]) -> MatchSettings:
-        """The settings of config.yaml's `matching` section."""
-        return cls(keep_distinct=bool(matching.get("keep_distinct", False)))
+    def from_config(cls, entry: Mapping[str, Any] | None) -> MatchSettings:
+        """Build from the `matching` config section (missing keys take their defaults)."""
+        entry = dict(entry or {})
+        unknown = sorted(set(entry) - {"keep_distinct", "metric"})
+        if unknown:
+            raise UserError(
+                f"unknown matching setting(s) {', '.join(unknown)}. Fix: use keep_distinct and metric only."
+            )
+        return cls(keep_distinct=bool(entry.get("keep_distinct", False)), metric=entry.get("metric", SPIDER))
+
+    def to_config(self) -> dict[str, Any]:
+        """The settings as the `matching` section (what provenance records)."""
+        return {"keep_distinct": self.keep_distinct, "metric": self.metric}
 
     def prepare(self, sql: str) -> str:
-        """Return the SQL that is actually executed for comparison."""
+        """Return the SQL that is actually executed for comparison (``bird``, ``strict``: as written)."""
+        if self.metric != SPIDER:
+            return sql
         return prepare_sql(sql, keep_distinct=self.keep_distinct)
+
+    def verdict(self, gold: ExecResult, pred: ExecResult, *, order_matters: bool) -> str:
+        """The verdict of `pred` against `gold` under this metric (``correct`` for a match)."""
+        return verdict(gold, pred, order_matters=order_matters, metric=self.metric)
 
 
 def execute_gold(
@@ -100,13 +130,14 @@ def score_predictions(
     results = sandbox.execute_many(jobs, progress=progress or False)
     rows = []
     for row, result in zip(merged.to_dict("records"), results, strict=True):
-        v = verdict(gold_result(row), result, order_matters=row["order_matters"])
+        v = settings.verdict(gold_result(row), result, order_matters=bool(row["order_matters"]))
         rows.append(
             {
                 "id": row["id"],
                 "index": row["position"],
                 "db_id": row["db_id"],
                 "question": row["question"],
+                "difficulty": row.get("difficulty"),
                 "gold_sql": row["gold_sql"],
                 "pred_sql": pred_by_id[row["id"]],
                 "status": result.status,

@@ -1,4 +1,11 @@
-"""Reading Spider/WikiSQL-style data sets and the schemas of their SQLite databases."""
+"""Reading Spider-, BIRD- and WikiSQL-style data sets and the schemas of their SQLite databases.
+
+BIRD's layout is read as it is distributed: ``dev.json`` / ``train.json`` records with ``question``, ``SQL``,
+``evidence``, ``db_id``, ``difficulty`` and ``question_id``; ``dev_databases/<db_id>/<db_id>.sqlite`` (the
+``db_root``) and ``dev_tables.json`` (the ``tables`` file, Spider's format). ``evidence`` (BIRD's external
+knowledge) and ``difficulty`` are kept as columns of the examples; a data set whose records carry
+``evidence`` is BIRD-style, and its evidence is shown in prompts unless ``prompt.evidence`` is false.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +20,15 @@ import pandas as pd
 from workflow_scripts.core.errors import UserError
 
 QUESTION_KEYS = ("question", "utterance", "nl")
-SQL_KEYS = ("query", "sql", "gold_sql")
+SQL_KEYS = ("query", "sql", "gold_sql", "SQL")
+EVIDENCE_KEYS = ("evidence",)
+DIFFICULTY_KEYS = ("difficulty",)
 DB_PATH_KEYS = ("db_path", "database_path", "sqlite_path")
 ID_KEYS = ("id", "question_id", "instance_id")
 
 MissingDbPolicy = Literal["error", "skip"]
 
-EXAMPLE_COLUMNS = ["id", "position", "db_id", "db_path", "question", "gold_sql"]
+EXAMPLE_COLUMNS = ["id", "position", "db_id", "db_path", "question", "gold_sql", "evidence", "difficulty"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class DatasetSpec:
     db_root: Path | None = None
     tables: Path | None = None
     limit: int | None = None
+    test_suite_root: Path | None = None
 
     @classmethod
     def from_config(cls, name: str, entry: dict[str, Any]) -> DatasetSpec:
@@ -41,6 +51,7 @@ class DatasetSpec:
             db_root=Path(entry["db_root"]) if entry.get("db_root") else None,
             tables=Path(entry["tables"]) if entry.get("tables") else None,
             limit=entry.get("limit"),
+            test_suite_root=Path(entry["test_suite_root"]) if entry.get("test_suite_root") else None,
         )
 
 
@@ -137,6 +148,8 @@ def normalize_records(
             "db_path": str(db_path),
             "question": question,
             "gold_sql": gold_sql,
+            "evidence": _first_string(record, EVIDENCE_KEYS),
+            "difficulty": _first_string(record, DIFFICULTY_KEYS),
         }
         if db_path.is_file():
             rows.append(row)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts.core.sandbox import ERROR_CLASSES
-from workflow_scripts.rollout.loop import final_answers
+from workflow_scripts.rollout.summary import answer_trajectories, final_answers, voting_table
 
 # Every execution error class is something an executor sees, with no reference answer.
 EXECUTOR_VISIBLE = frozenset(ERROR_CLASSES)
@@ -47,13 +47,18 @@ def _guard_fired(guards: object) -> bool:
 
 
 def outcomes(trajectories: pd.DataFrame) -> pd.DataFrame:
-    """Per example: first-turn verdict, whether turn 1 and the final answer are correct, executability."""
-    t = trajectories.sort_values(["example_id", "sample", "turn", "candidate"])
-    first = t[(t["turn"] == 1) & (t["sample"] == 0)].set_index("example_id")
+    """Per example: first-turn verdict, whether turn 1 and the final answer are correct, executability.
+
+    The example's answer is its first trajectory's, or with voting samples the trajectory of the chosen
+    answer (greedy or maj@k); then `greedy_correct`, `maj_correct`, `pass_correct` and `k` are added.
+    """
+    everything = trajectories.sort_values(["example_id", "sample", "turn", "candidate"])
+    t = answer_trajectories(everything)
+    first = t[t["turn"] == 1].drop_duplicates("example_id").set_index("example_id")
     answers = final_answers(t)
     final = answers.groupby("example_id")["correct"].any()
     last = answers.groupby("example_id").tail(1).set_index("example_id")
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "first_verdict": first["verdict"],
         "first_guarded": first["guards"].map(_guard_fired) if "guards" in first else False,
         "first_correct": first["correct"],
@@ -62,6 +67,10 @@ def outcomes(trajectories: pd.DataFrame) -> pd.DataFrame:
         "final_executable": last["executable"].reindex(first.index),
         "repaired": t[t["turn"] > 1].groupby("example_id").size().reindex(first.index).fillna(0) > 0,
     }).sort_index()  # fmt: skip
+    voting = voting_table(everything)
+    if len(voting):
+        table = table.join(voting)
+    return table
 
 
 def compare_table(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -83,7 +92,44 @@ def compare_table(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 "executable": o[executable].mean(),
                 "examples": len(o),
             })  # fmt: skip
+        for mode, column in decodings(o):
+            ex = o[column].astype(bool).mean()
+            rows.append({"variant": variant, "mode": mode, "first-turn EX": ex, "final EX": ex,
+                         "repair SR": None, "executable": None, "examples": len(o)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def decodings(o: pd.DataFrame) -> list[tuple[str, str]]:
+    """(mode name, outcome column) of the one-shot decodings an eval run with voting samples has."""
+    if "k" not in o or o["k"].isna().all():
+        return []
+    k = int(o["k"].max())
+    return [("greedy", "greedy_correct"), (f"maj@{k}", "maj_correct"), (f"pass@{k}", "pass_correct")]
+
+
+def paired_voting(results: dict[str, pd.DataFrame], *, seed: int = 0) -> pd.DataFrame:
+    """Paired statistics of the decodings: between variants per decoding, and maj@k and pass@k against
+    greedy within each variant (empty without voting samples)."""
+    frames = []
+    names = {c: m for o in results.values() for m, c in decodings(o)}
+    for column, mode in names.items():
+        having = {v: o for v, o in results.items() if column in o}
+        table = paired_stats(having, column, seed=seed)
+        if len(table):
+            frames.append(table.assign(decoding=mode))
+    for variant, o in results.items():
+        modes = {c: m for m, c in decodings(o)}
+        for column in ("maj_correct", "pass_correct"):
+            if column in modes:
+                pair = {f"{variant} greedy": o[["greedy_correct"]].set_axis(["x"], axis=1),
+                        f"{variant} {modes[column]}": o[[column]].set_axis(["x"], axis=1)}  # fmt: skip
+                frames.append(
+                    paired_stats(pair, "x", seed=seed).assign(decoding=f"{modes[column]} vs greedy")
+                )
+    if not frames:
+        return pd.DataFrame(columns=["decoding", "a", "b"])
+    out = pd.concat(frames, ignore_index=True)
+    return out[["decoding", *[c for c in out.columns if c != "decoding"]]]
 
 
 def taxonomy(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -166,3 +212,71 @@ def paired_stats(results: dict[str, pd.DataFrame], column: str, *, seed: int = 0
             }
         )
     return pd.DataFrame(rows)
+
+
+DIFFICULTY_ORDER = {"simple": 0, "moderate": 1, "challenging": 2}
+
+
+def by_difficulty(results: dict[str, pd.DataFrame], difficulty: pd.Series) -> pd.DataFrame:
+    """EX per variant, mode and `difficulty` (BIRD's simple / moderate / challenging), and over all.
+
+    `difficulty` maps example id to its level; examples without one are `unknown`. Empty when no example
+    of the eval set has a difficulty (Spider-style data).
+    """
+    columns = ["variant", "mode", "difficulty", "examples", "EX"]
+    if difficulty.dropna().empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for variant, o in results.items():
+        levels = difficulty.reindex(o.index).fillna("unknown").astype(str)
+        order = sorted(set(levels), key=lambda v: (DIFFICULTY_ORDER.get(v, 3), v))
+        for mode, column in (("one-shot", "first_correct"), ("repair", "final_correct")):
+            for level in [*order, "all"]:
+                mask = levels == level if level != "all" else pd.Series(True, index=o.index)
+                rows.append({
+                    "variant": variant,
+                    "mode": mode,
+                    "difficulty": level,
+                    "examples": int(mask.sum()),
+                    "EX": float(o.loc[mask, column].astype(bool).mean()) if mask.any() else None,
+                })  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+def with_unscored(
+    results: dict[str, pd.DataFrame], examples: pd.DataFrame, excluded: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
+    """BIRD's every-question denominator for the evaluation matrix: each variant's outcomes plus, as wrong,
+    the questions that were never rolled out because their gold SQL fails or their database is missing.
+
+    Only excluded questions among the evaluated ones count: those before the last evaluated example's
+    position in the data set (the evaluation takes the first N usable examples).
+    """
+    position = dict(zip(examples["id"].astype(str), examples["position"], strict=True))
+    out = {}
+    for variant, o in results.items():
+        last = max((position.get(str(i), -1) for i in o.index), default=-1)
+        missing = excluded[(excluded["position"] <= last) & ~excluded["id"].astype(str).isin(o.index)]
+        if missing.empty:
+            out[variant] = o
+            continue
+        verdict = missing["reason"].map({"missing_db": "skipped"}).fillna("gold_error")
+        extra = pd.DataFrame(
+            {
+                "first_verdict": verdict.to_numpy(),
+                "first_guarded": False,
+                "first_correct": False,
+                "final_correct": False,
+                "first_executable": False,
+                "final_executable": False,
+                "repaired": False,
+            },
+            index=pd.Index(missing["id"].astype(str), name=o.index.name),
+        )
+        for column in ("greedy_correct", "maj_correct", "pass_correct"):
+            if column in o:
+                extra[column] = False
+        if "k" in o:
+            extra["k"] = o["k"].max()
+        out[variant] = pd.concat([o, extra]).sort_index()
+    return out

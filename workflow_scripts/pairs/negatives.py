@@ -38,7 +38,7 @@ from sqlglot import exp
 from sqlglot.dialects.sqlite import SQLite
 from sqlglot.errors import SqlglotError
 
-from workflow_scripts.core.matching import CORRECT, TRUNCATED, postprocess, verdict
+from workflow_scripts.core.matching import CORRECT, TRUNCATED, postprocess
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.schema import Column, Table, tables_from_schema
 from workflow_scripts.core.scoring import MatchSettings, gold_result
@@ -828,7 +828,7 @@ def build_synthetic(
     results = sandbox.execute_many(jobs, progress="synthetic negatives" if progress else False)
     out = []
     for (row, negative), result in zip(made, results, strict=True):
-        v = verdict(gold_result(row), result, order_matters=bool(row["order_matters"]))
+        v = match.verdict(gold_result(row), result, order_matters=bool(row["order_matters"]))
         out.append(
             {
                 "example_id": row["id"],

@@ -50,6 +50,14 @@ def evaluation_section(eval_dir: Path) -> str:
         '<p class="note">Every variant is rolled out through the same rollout code, prompts and sandbox. '
         "The one-shot figures are turn 1 of the repair run: with greedy decoding they are the same thing.</p>"
     )
+    difficulty_file = eval_dir / "difficulty.parquet"
+    if difficulty_file.is_file() and len(difficulty := pd.read_parquet(difficulty_file)):
+        shown = difficulty.assign(EX=difficulty["EX"].map(lambda v: f"{v:.1%}" if pd.notna(v) else ""))
+        body += "<h3>EX by difficulty</h3>" + table_html(
+            shown.pivot_table(
+                index=["variant", "mode"], columns="difficulty", values="EX", aggfunc="first", sort=False
+            ).reset_index()
+        )
     body += "<h3>Error taxonomy: first-turn errors (fixed by repair)</h3>"
     body += table_html(_pivot_counts(pd.read_parquet(eval_dir / "taxonomy.parquet"), "first-turn error"))
     body += "<h3>Verifier-aware routing: first-turn failures (fixed by repair)</h3>"
@@ -60,7 +68,13 @@ def evaluation_section(eval_dir: Path) -> str:
         "without a condition), repairable with sanity guards; <b>offline</b>: other wrong results or row "
         "counts, which only an external verifier (gold answers, tests) can catch.</p>"
     )
-    for name, title in (("paired_one_shot", "one-shot"), ("paired_repair", "with repair")):
+    for name, title in (
+        ("paired_one_shot", "one-shot"),
+        ("paired_repair", "with repair"),
+        ("paired_voting", "decodings (greedy, maj@k, pass@k)"),
+    ):
+        if not (eval_dir / f"{name}.parquet").is_file():
+            continue
         paired = pd.read_parquet(eval_dir / f"{name}.parquet")
         if len(paired):
             body += f"<h3>Paired differences, {title}</h3>" + table_html(paired)
@@ -137,6 +151,8 @@ def predictions_section(pred_dirs: dict[str, Path]) -> str:
                 "executable": s["executable"],
                 "skipped": s["skipped_missing_db"],
                 "gold failed": s["gold_failed"],
+                "metric": s.get("metric", "spider"),
+                **({"R-VES": s["r_ves"]} if s.get("r_ves") is not None else {}),
             }
         )
     return section("predictions", "External predictions", table_html(pd.DataFrame(rows)))

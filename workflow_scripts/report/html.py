@@ -56,14 +56,23 @@ def section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
 
 
-def build_report(title: str, sections: list[tuple[str, str, str]]) -> str:
-    """Return the whole HTML page from (anchor, title, html) sections."""
+def build_report(title: str, sections: list[tuple[str, str, str]], record: pd.DataFrame | None = None) -> str:
+    """Return the whole HTML page from (anchor, title, html) sections.
+
+    `record` (rows of what changes the numbers: metric mode, evidence, decoding, ...; `report.record`) is
+    shown under the title as the reproducibility record.
+    """
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in sections)
     body = "".join(s for _, _, s in sections)
+    header = ""
+    if record is not None and len(record):
+        header = (
+            '<div id="record"><h3>Reproducibility record</h3>' + table_html(record, ("value",)) + "</div>"
+        )
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-        f'<p class="meta">workflow_scripts {__version__} · built {stamp}</p><nav>{nav}</nav>{body}'
+        f'<p class="meta">workflow_scripts {__version__} · built {stamp}</p>{header}<nav>{nav}</nav>{body}'
         "</body></html>\n"
     )

@@ -13,6 +13,7 @@ same token ids. vLLM is imported only inside `VLLMBackend`, never on the CPU pat
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ class SamplingConfig:
     max_new_tokens: int = 128
     seed: int = 0
     stop: tuple[str, ...] = ()  # generation of a sequence ends after any of these strings
+    logprobs: bool = False  # report each completion's summed token log-probability (Completion.logprob)
 
     def __post_init__(self) -> None:
         problems = []
@@ -78,6 +80,8 @@ class Completion:
     completion_tokens: int
     latency_s: float
     finish_reason: FinishReason = "eos"
+    # summed log-probability of the generated tokens, when the backend reports it (voting's tie-break)
+    logprob: float | None = None
 
 
 class Backend(Protocol):
@@ -303,6 +307,8 @@ class TransformersBackend:
         kwargs: dict[str, Any] = {"do_sample": False}
         if sampling.stop:
             kwargs |= {"stop_strings": list(sampling.stop), "tokenizer": self.tokenizer}
+        if sampling.logprobs:
+            kwargs |= {"output_scores": True, "return_dict_in_generate": True}
         if not sampling.greedy:
             # top_k=0 turns off transformers' default top-k of 50, so only top_p truncates (as in vLLM).
             kwargs |= {
@@ -324,9 +330,16 @@ class TransformersBackend:
                 **kwargs,
             )
         latency = (time.perf_counter() - start) / len(batch_ids)
+        token_logprobs = None
+        if sampling.logprobs:
+            # log-probabilities of the chosen tokens under the (temperature-scaled) sampling distribution
+            token_logprobs = self.model.compute_transition_scores(
+                output.sequences, output.scores, normalize_logits=True
+            ).tolist()
+            output = output.sequences
         new_tokens = output[:, padded["input_ids"].shape[1] :].tolist()
         completions = []
-        for ids, generated in zip(batch_ids, new_tokens, strict=True):
+        for row, (ids, generated) in enumerate(zip(batch_ids, new_tokens, strict=True)):
             # Rows that ended early on a stop string are padded after it: cut there too, and do not count
             # the padding, whose presence depends on the other rows of the batch.
             ends = (*self.stop_ids, self.tokenizer.pad_token_id)
@@ -336,6 +349,9 @@ class TransformersBackend:
                 if head.endswith(tuple(sampling.stop)):
                     generated = generated[:-1]
             text = self.tokenizer.decode(generated, skip_special_tokens=True)
+            logprob = None
+            if token_logprobs is not None:
+                logprob = float(sum(v for v in token_logprobs[row][: len(generated)] if math.isfinite(v)))
             completions.append(
                 Completion(
                     text=text,
@@ -343,6 +359,7 @@ class TransformersBackend:
                     completion_tokens=len(generated),
                     latency_s=latency,
                     finish_reason=_finish_reason(text, generated, ends, sampling),
+                    logprob=logprob,
                 )
             )
         return completions

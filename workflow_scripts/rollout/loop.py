@@ -20,11 +20,11 @@ import pandas as pd
 
 from workflow_scripts.core.guards import GuardSignal, rule_guards
 from workflow_scripts.core.matching import PROMPT_TOO_LONG
-from workflow_scripts.core.matching import verdict as match_verdict
 from workflow_scripts.core.query_cost import COST_COLUMNS, cost_columns
 from workflow_scripts.core.sandbox import ExecResult, Sandbox
 from workflow_scripts.core.schema import Table
 from workflow_scripts.core.scoring import MatchSettings, gold_result
+from workflow_scripts.core.ts_databases import TsGold, suite_verdicts, ts_golds
 from workflow_scripts.rollout.extraction import extract_sql
 from workflow_scripts.rollout.feedback import (
     GoldShape,
@@ -33,6 +33,13 @@ from workflow_scripts.rollout.feedback import (
     repair_signal,
 )
 from workflow_scripts.rollout.generation import Backend, Completion, SamplingConfig
+from workflow_scripts.rollout.prompts import (
+    SYSTEM_PROMPT,
+    Messages,
+    first_prompt,
+    repair_prompt,
+    shown_evidence,
+)
 from workflow_scripts.rollout.retrieval import (
     gold_tables,
     load_tables,
@@ -41,14 +48,13 @@ from workflow_scripts.rollout.retrieval import (
     table_recall,
 )
 from workflow_scripts.rollout.settings import RolloutSettings
+from workflow_scripts.rollout.summary import final_answers, grpo_groups, summarize
+from workflow_scripts.rollout.voting import choose_answers, generate_with_greedy, voting_first_turn
 
-SYSTEM_PROMPT = (
-    "You are an expert in SQLite. Given a database schema and a question, write one SQLite query that "
-    "answers the question. Reply with the SQL query only."
-)
+# re-exported from `prompts` and `summary`
+__all__ = ["SYSTEM_PROMPT", "final_answers", "first_prompt", "grpo_groups", "repair_prompt", "summarize"]
+
 SCHEMA_ERROR_CLASSES = frozenset({"syntax_error", "no_such_table", "no_such_column", "ambiguous_column"})
-
-Messages = list[dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -67,19 +73,8 @@ class PreparedExample:
     gold_tables: list[str]
     table_recall: float | None
     prompt: Messages
-
-
-def first_prompt(schema_text: str, question: str) -> Messages:
-    """Return the first-turn chat prompt."""
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"Database schema:\n{schema_text}\n\nQuestion: {question}\nSQL:"},
-    ]
-
-
-def repair_prompt(first: Messages, previous_sql: str, feedback: str) -> Messages:
-    """Return the repair prompt: the first prompt, the failed SQL and the feedback on it."""
-    return [*first, {"role": "assistant", "content": previous_sql}, {"role": "user", "content": feedback}]
+    # test-suite checks (database, gold result there, order matters): correct only when it matches on all
+    ts_gold: tuple[TsGold, ...] = ()
 
 
 def turn_discount(turn: int) -> float:
@@ -101,10 +96,18 @@ def rule_reward(turn: int, max_turns: int, correct: bool, executable: bool) -> f
 
 
 def prepare_examples(
-    examples: pd.DataFrame, gold: pd.DataFrame, schema: pd.DataFrame, settings: RolloutSettings
+    examples: pd.DataFrame,
+    gold: pd.DataFrame,
+    schema: pd.DataFrame,
+    settings: RolloutSettings,
+    gold_ts: pd.DataFrame | None = None,
 ) -> list[PreparedExample]:
-    """Retrieve the schema of every example and build its first-turn prompt."""
+    """Retrieve the schema of every example and build its first-turn prompt.
+
+    `gold_ts` (the data set's `gold_ts.parquet`) adds the test-suite checks of each example.
+    """
     gold_by_id = gold.set_index("id")
+    checks = ts_golds(gold_ts)
     tables_cache: dict[str, list[Table]] = {}
     prepared = []
     for row in examples.itertuples(index=False):
@@ -134,7 +137,12 @@ def prepare_examples(
                 selected_tables=list(selected),
                 gold_tables=wanted,
                 table_recall=table_recall(selected, wanted),
-                prompt=first_prompt(schema_prompt(shown, with_values=settings.cell_values > 0), row.question),
+                prompt=first_prompt(
+                    schema_prompt(shown, with_values=settings.cell_values > 0),
+                    row.question,
+                    shown_evidence(getattr(row, "evidence", None), settings.evidence),
+                ),
+                ts_gold=tuple(checks.get(str(row.id), ())),
             )
         )
     return prepared
@@ -159,6 +167,10 @@ class _Candidate:
     guards: list[GuardSignal] = field(default_factory=list)
     signal: str | None = None  # why the scope's verifier sends it to repair (None: accepted)
     stop_reason: str | None = None  # set on the candidate a trajectory ends with
+    logprob: float | None = None
+    is_answer: bool | None = None  # turn 1: the example's answer, the candidate that goes to repair
+    is_vote: bool | None = None  # turn 1 with voting: the maj@k winner among the sampled candidates
+    vote_count: int | None = None  # turn 1 with voting: sampled candidates in its result group
 
     def id(self, examples: Sequence[PreparedExample]) -> str:
         return f"{examples[self.example].id}/s{self.sample}/t{self.turn}/c{self.index}"
@@ -194,6 +206,7 @@ def _generate(
                     completion_tokens=c.completion_tokens,
                     latency_s=c.latency_s,
                     finish_reason=c.finish_reason,
+                    logprob=c.logprob,
                 )
             )
     return candidates
@@ -216,7 +229,14 @@ def _execute(
     for c, result in zip(runnable, sandbox.execute_many(jobs, explain=True), strict=True):
         ex = examples[c.example]
         c.result = result
-        c.verdict = match_verdict(ex.gold, result, order_matters=ex.order_matters)
+        c.verdict = match.verdict(ex.gold, result, order_matters=ex.order_matters)
+    if any(examples[c.example].ts_gold for c in runnable):
+        items = [(c.verdict, c.sql, examples[c.example].ts_gold) for c in runnable]
+        for c, (v, _) in zip(runnable, suite_verdicts(items, sandbox, match), strict=True):
+            c.verdict = v
+    for c in runnable:
+        assert c.result is not None
+        result = c.result
         c.guards = rule_guards(c.sql) if result.status == "ok" else []
         c.signal = repair_signal(result, c.verdict, scope, c.guards)
     for c in candidates:
@@ -305,6 +325,8 @@ def run_rollout(
         if turn == 1:
             requests = [(i, 0, None, ex.prompt) for i, ex in enumerate(examples)]
             sampling, given = first_sampling, first_turn
+            if given is None and voting_first_turn(settings):
+                given = generate_with_greedy(backend, [ex.prompt for ex in examples], first_sampling)
         else:
             requests = []
             for head in heads:
@@ -331,10 +353,14 @@ def run_rollout(
             break
         candidates = _generate(backend, requests, sampling, turn, given)
         _execute(candidates, examples, sandbox, match, scope)
+        if turn == 1:
+            choose_answers(candidates, settings, match.metric)
         generated += candidates
         heads = []
         for head in _heads(candidates):
-            if head.verdict == PROMPT_TOO_LONG:
+            if head.is_answer is False:
+                head.stop_reason = "not_answer"  # a voting sample: scored, never repaired
+            elif head.verdict == PROMPT_TOO_LONG:
                 head.stop_reason = PROMPT_TOO_LONG
             elif head.signal is None:
                 head.stop_reason = "correct" if head.verdict == "correct" else "out_of_scope"
@@ -362,7 +388,7 @@ TRAJECTORY_COLUMNS = [
     "sql", "status", "error_class", "error_message", "verdict", "correct", "executable", "schema_valid",
     "reward", "n_rows", "prompt_tokens", "completion_tokens", "finish_reason", "latency_s", "exec_s",
     "feedback", "selected_tables", "gold_tables", "table_recall", "guards", "repair_signal", "stop_reason",
-    *COST_COLUMNS,
+    "logprob", "is_answer", "is_vote", "vote_count", *COST_COLUMNS,
 ]  # fmt: skip
 
 
@@ -404,88 +430,9 @@ def _row(c: _Candidate, examples: Sequence[PreparedExample], settings: RolloutSe
         "guards": json.dumps([g.guard for g in c.guards]),
         "repair_signal": c.signal,
         "stop_reason": c.stop_reason,
+        "logprob": c.logprob,
+        "is_answer": c.is_answer,
+        "is_vote": c.is_vote,
+        "vote_count": c.vote_count,
         **cost_columns(result.plan),
     }
-
-
-def _rate(values: pd.Series) -> float | None:
-    return round(float(values.mean()), 6) if len(values) else None
-
-
-def final_answers(trajectories: pd.DataFrame) -> pd.DataFrame:
-    """One row per trajectory (example, sample): the candidate it ended with, i.e. its final answer.
-
-    That is the candidate with a `stop_reason`; for trajectories written before stop reasons were recorded,
-    the first correct candidate, else the last one.
-    """
-    t = trajectories.sort_values(["example_id", "sample", "turn", "candidate"], kind="stable")
-    if "stop_reason" in t and t["stop_reason"].notna().any():
-        return t[t["stop_reason"].notna()].reset_index(drop=True)
-    keys = ["example_id", "sample"]
-    first_correct = t[t["correct"]].groupby(keys).head(1)
-    last = t.groupby(keys).tail(1)
-    last = last[~last.set_index(keys).index.isin(first_correct.set_index(keys).index)]
-    return pd.concat([first_correct, last]).sort_values(keys, kind="stable").reset_index(drop=True)
-
-
-def summarize(trajectories: pd.DataFrame, n_examples: int, max_turns: int) -> dict[str, Any]:
-    """Return the run's metrics at example level (any trajectory's final answer correct) and candidate level.
-
-    A trajectory's final answer is the candidate it ended with (`final_answers`); repair success is the share
-    of trajectories that got a repair turn whose final answer is correct.
-    """
-    t = trajectories
-    first = t[t["turn"] == 1]
-    final = final_answers(t)
-    by_example_first = first.groupby("example_id")["correct"].any()
-    by_example_final = final.groupby("example_id")["correct"].any()
-    trajectory_final = final.set_index(["example_id", "sample"])["correct"]
-    trajectory_first = first.groupby(["example_id", "sample"])["correct"].any()
-    repaired = t[t["turn"] > 1].groupby(["example_id", "sample"]).size().index
-    errors_by_turn = t[~t["correct"]].groupby(["turn", "verdict"]).size()
-    correct_costs = t.loc[t["correct"], "plan_cost"].dropna() if "plan_cost" in t else pd.Series(dtype=float)
-    return {
-        "examples": n_examples,
-        "candidates": len(t),
-        "max_turns": max_turns,
-        "first_turn_ex": round(float(by_example_first.sum()) / n_examples, 6),
-        "final_ex": round(float(by_example_final.sum()) / n_examples, 6),
-        "first_turn_candidate_ex": _rate(trajectory_first),
-        "final_candidate_ex": _rate(trajectory_final),
-        "first_turn_executable": _rate(first["executable"]),
-        "final_executable": _rate(final["executable"]),
-        "schema_valid": _rate(t["schema_valid"]),
-        "repair_attempted": len(repaired),
-        "repair_success_rate": _rate(trajectory_final.loc[repaired]) if len(repaired) else None,
-        "mean_table_recall": _rate(first.drop_duplicates("example_id")["table_recall"].dropna()),
-        "generated_tokens": int(t["completion_tokens"].sum()),
-        # Share of candidates whose generation hit max_new_tokens (their SQL may be cut off) and counts of
-        # every finish reason; runs written before finish reasons were recorded have neither.
-        "truncated_share": (_rate(t["finish_reason"] == "length") if "finish_reason" in t else None),
-        "finish_reasons": (
-            {str(k): int(n) for k, n in t["finish_reason"].value_counts().items()}
-            if "finish_reason" in t
-            else {}
-        ),
-        "errors_by_turn": {f"{turn}:{v}": int(n) for (turn, v), n in errors_by_turn.items()},
-        "stop_reasons": (
-            {str(k): int(n) for k, n in final["stop_reason"].value_counts().items()}
-            if "stop_reason" in final
-            else {}
-        ),
-        "median_plan_cost_correct": float(correct_costs.median()) if len(correct_costs) else None,
-    }
-
-
-def grpo_groups(trajectories: pd.DataFrame) -> pd.DataFrame:
-    """Group candidates by their exact prompt: (prompt, completions, rewards) rows for RL trainers."""
-    grouped = trajectories.groupby("prompt", sort=False)
-    return pd.DataFrame(
-        {
-            "prompt": list(grouped.groups),
-            "example_id": grouped["example_id"].first().to_list(),
-            "turn": grouped["turn"].first().to_list(),
-            "completions": grouped["raw_output"].agg(list).to_list(),
-            "rewards": grouped["reward"].agg(list).to_list(),
-        }
-    )

@@ -6,8 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from workflow_scripts.core.errors import UserError
 from workflow_scripts.rollout.feedback import REPAIR_SCOPES, canonical_mode
 from workflow_scripts.rollout.generation import SamplingConfig
+
+ANSWERS = ("all", "greedy", "maj")
 
 
 @dataclass(frozen=True)
@@ -24,9 +27,26 @@ class RolloutSettings:
     repair_scope: str = "online_guarded"
     repair_samples: int = 1
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # `prompt.evidence`: show an example's evidence (BIRD's external knowledge) in its prompt: "auto" (when
+    # the example has one: BIRD-style data), True (same; the key says it is wanted) or False (never).
+    evidence: bool | str = "auto"
+    # Which turn-1 candidate is an example's answer, the one that goes to repair: "all" (every sample is its
+    # own trajectory: mining), "greedy" or "maj" (maj@k: the majority vote over the executed results of
+    # the samples). With num_samples > 1 and temperature > 0, "greedy" and "maj" generate one greedy
+    # candidate (sample 0) plus num_samples sampled ones (samples 1..k); only the answer is repaired.
+    answer: str = "all"
 
     def __post_init__(self) -> None:
+        if self.answer not in ANSWERS:
+            raise ValueError(f"answer must be one of {', '.join(ANSWERS)}, not {self.answer!r}")
+        if self.answer == "maj" and (self.sampling.num_samples < 2 or self.sampling.greedy):
+            raise UserError(
+                "maj@k needs several sampled candidates. Fix: set evaluation.num_samples >= 2 and "
+                "evaluation.temperature > 0, or evaluation.answer: greedy."
+            )
         object.__setattr__(self, "feedback_mode", canonical_mode(self.feedback_mode))
+        if self.evidence not in (True, False, "auto"):
+            raise ValueError(f"prompt.evidence must be true, false or auto, not {self.evidence!r}")
         if self.repair_scope not in REPAIR_SCOPES:
             raise ValueError(f"unknown repair scope {self.repair_scope!r}; known: {', '.join(REPAIR_SCOPES)}")
 
@@ -43,6 +63,8 @@ class RolloutSettings:
             feedback_detail=run["feedback_detail"],
             repair_scope=run["repair_scope"],
             repair_samples=run["repair_samples"],
+            evidence=run.get("evidence", "auto"),
+            answer=run.get("answer", "all"),
             sampling=SamplingConfig(
                 num_samples=run["num_samples"],
                 temperature=run["temperature"],

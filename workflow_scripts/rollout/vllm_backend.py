@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -80,6 +81,8 @@ def vllm_sampling_kwargs(sampling: SamplingConfig) -> dict[str, Any]:
     }
     if sampling.stop:
         kwargs |= {"stop": list(sampling.stop), "include_stop_str_in_output": True}
+    if sampling.logprobs:
+        kwargs["logprobs"] = 0  # the sampled tokens' own log-probs, so cumulative_logprob is filled in
     return kwargs
 
 
@@ -103,6 +106,7 @@ def completions_from_vllm(
                 completion_tokens=len(out.token_ids),
                 latency_s=share,
                 finish_reason=vllm_finish_reason(out),
+                logprob=_cumulative_logprob(out),
             )
             for out in request.outputs
         ]
@@ -110,6 +114,12 @@ def completions_from_vllm(
             completions *= num_samples
         results.append(completions)
     return results
+
+
+def _cumulative_logprob(output: Any) -> float | None:
+    """vLLM's summed log-probability of a `CompletionOutput` (None when it was not asked for)."""
+    value = getattr(output, "cumulative_logprob", None)
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def vllm_finish_reason(output: Any) -> FinishReason:
