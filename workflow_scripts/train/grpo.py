@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from workflow_scripts.core.model import check_model_dir
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings
 from workflow_scripts.rollout.generation import (
+    Backend,
     Completion,
     Messages,
     SamplingConfig,
@@ -166,7 +167,7 @@ def episodes(
         ex = by_id[example_id]
         end = final.loc[(example_id, sample)]
         turns = [
-            (str(r.raw_output), str(r.sql), None if r.turn >= end["turn"] else _feedback_of(rows, r.turn))
+            (str(r.raw_output), str(r.sql), None if r.turn >= end["turn"] else str(r.feedback))
             for r in rows.itertuples(index=False)
             if r.turn <= end["turn"]
         ]
@@ -192,12 +193,6 @@ def episodes(
     return out
 
 
-def _feedback_of(rows: pd.DataFrame, turn: int) -> str:
-    """The feedback the loop gave on the answer of `turn`: stored with the candidate of the next turn."""
-    following = rows[rows["turn"] == turn + 1]
-    return str(following["feedback"].iloc[0])
-
-
 class SandboxRollout:
     """trl's `rollout_func`: episodes of the project's rollout loop, timed, with the rewarded SQL kept."""
 
@@ -212,7 +207,9 @@ class SandboxRollout:
         *,
         batch_size: int,
         seed: int,
+        make_backend: Callable[[Any], Backend] | None = None,
     ) -> None:
+        self.make_backend = make_backend or self.policy_backend
         self.by_prompt = {json.dumps(ex.prompt): ex for ex in examples}
         self.tokenizer, self.sandbox, self.match, self.grpo = tokenizer, sandbox, match, grpo
         self.rollout = replace(rollout, max_turns=grpo.max_turns, repair_samples=1)
@@ -238,9 +235,7 @@ class SandboxRollout:
             stop=self.rollout.sampling.stop,
         )
         model = trainer.accelerator.unwrap_model(trainer.model)
-        backend = _TimedBackend(
-            TransformersBackend.from_model(model, self.tokenizer, batch_size=self.batch_size)
-        )
+        backend = _TimedBackend(self.make_backend(model))
         was_training = model.training
         model.eval()
         start = time.perf_counter()
@@ -278,11 +273,15 @@ class SandboxRollout:
             "episode_correct": [float(e.correct) for e in ordered],
         }
 
+    def policy_backend(self, model: Any) -> Backend:
+        """The project's transformers backend over the policy being trained."""
+        return TransformersBackend.from_model(model, self.tokenizer, batch_size=self.batch_size)
+
 
 class _TimedBackend:
     """A backend that adds up the seconds its wrapped backend spends generating."""
 
-    def __init__(self, backend: TransformersBackend) -> None:
+    def __init__(self, backend: Backend) -> None:
         self.backend, self.seconds, self.name = backend, 0.0, backend.name
 
     def generate(self, prompts: Sequence[Messages], sampling: SamplingConfig) -> list[list[Completion]]:
