@@ -98,6 +98,8 @@ SELECTION_LIMIT = SELECTION["eval_limit"] or config["evaluation"]["limit"]
 EVAL_RUNS.update(
     {f"eval_sft_{s}": {**eval_run_entry(f"sft_{s}"), "limit": SELECTION_LIMIT} for s in SELECTION_SUBSETS}
 )
+# Every adapter the workflow trains: the evaluated variants' and the selection subsets'.
+ADAPTERS = [v for v in VARIANTS if v != "base"] + [f"sft_{s}" for s in SELECTION_SUBSETS]
 RUNS = sorted(config["runs"])
 # The feedback mode x repair scope study on eval_base's first turn (rule repair_study, rules/rollout.smk).
 REPAIR_STUDY = config["repair_study"]

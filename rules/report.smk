@@ -9,6 +9,7 @@ rule report:
         pairs="results/pairs/merged/quality.json",
         predictions=expand("results/predictions/{name}/summary.json", name=PREDICTIONS),
         alignment="results/alignment/summary.json",
+        adapters=[f"{ADAPTER_DIR}/{a}" for a in ADAPTERS],
         repair_study=["results/repair_study/study.parquet"] if REPAIR_STUDY["enabled"] else [],
     output:
         "results/report/index.html",
@@ -21,6 +22,7 @@ rule report:
         alignment=lambda w, input: os.path.dirname(input.alignment),
         repair_study=lambda w, input: " ".join(f"--repair-study {f}" for f in input.repair_study),
         costs=" ".join(f"--cost {v}=results/rollouts/eval_{v}" for v in VARIANTS),
+        adapters=" ".join(f"--adapter {a}={ADAPTER_DIR}/{a}" for a in ADAPTERS),
     conda:
         "../envs/cpu.yaml"
     log:
@@ -31,5 +33,5 @@ rule report:
         "python -m workflow_scripts.cli.report --title {params.title:q} {params.datasets} {params.predictions}"
         " {params.rollouts} --retrieval {input.retrieval} --pairs {input.pairs}"
         " --evaluation {params.evaluation} --alignment {params.alignment}"
-        " {params.repair_study} {params.costs}"
+        " {params.repair_study} {params.costs} {params.adapters}"
         " --model {input.model} --out {output} > {log} 2>&1"

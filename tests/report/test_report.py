@@ -24,3 +24,38 @@ def test_errors_by_turn_wraps_many_runs_into_rows_of_four():
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) == 7
     assert len(fig.axes) == 8 and fig.get_size_inches()[0] < 14
+
+
+def test_training_section_shows_every_run_and_the_grpo_curves(tmp_path):
+    import json
+
+    from workflow_scripts.report.training import grpo_figure, step_split_table, training_section
+
+    sft = {"method": "sft", "steps": 2, "seconds_per_step": 1.5, "log": [{"step": 1, "loss": 2.0}]}
+    log = [
+        {
+            "step": s,
+            "loss": 0.1,
+            "reward": 0.2 * s,
+            "rewards/correct/mean": 0.1 * s,
+            "completions/mean_length": 20,
+        }
+        for s in (1, 2, 3)
+    ]
+    split = [{"step": s, "generation_s": 3.0, "reward_s": 0.5, "optimisation_s": 1.5} for s in (1, 2, 3)]
+    grpo = {"method": "grpo", "steps": 3, "log": log, "step_split": split}
+    for name, metrics in {"sft": sft, "grpo": grpo}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    html = training_section(
+        {"sft": tmp_path / "sft", "grpo": tmp_path / "grpo", "none": tmp_path / "missing"}
+    )
+    assert "<h3>GRPO</h3>" in html and html.count("<img") == 1 and ">sft<" in html and ">none<" not in html
+    table = step_split_table({"grpo": grpo})
+    assert table.loc[0, "reward share"] == "10.0%" and table.loc[0, "generation_s"] == 3.0
+    fig = grpo_figure({"grpo": grpo})
+    fig.savefig(tmp_path / "grpo.png")
+    assert [ax.get_title() for ax in fig.axes] == [
+        "mean reward", "share correct", "KL to the reference", "completion tokens"
+    ]  # fmt: skip
+    assert len(fig.axes[2].lines) == 0 and len(fig.axes[0].lines) == 1  # no KL logged at beta 0

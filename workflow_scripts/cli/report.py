@@ -17,6 +17,7 @@ from workflow_scripts.report.html import build_report
 from workflow_scripts.report.pairs import pairs_section
 from workflow_scripts.report.record import reproducibility_record
 from workflow_scripts.report.rollout import repair_study_section, rollout_section
+from workflow_scripts.report.training import training_section
 
 
 def _named_dirs(values: list[str]) -> dict[str, Path]:
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alignment", type=Path, help="directory of the alignment stage")
     parser.add_argument("--repair-study", type=Path, help="study.parquet of the repair study")
     parser.add_argument("--cost", action="append", default=[], metavar="VARIANT=DIR", help="eval rollout dir")
+    parser.add_argument(
+        "--adapter", action="append", default=[], metavar="NAME=DIR", help="a trained adapter"
+    )
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         sections.append(("rollout", "Rollouts", rollout_section(_named_dirs(args.rollout), args.retrieval)))
     if args.pairs:
         sections.append(("pairs", "Preference pairs", pairs_section(args.pairs)))
+    if args.adapter:
+        sections.append(("training", "Training", training_section(_named_dirs(args.adapter))))
     if args.evaluation:
         sections.append(("evaluation", "Evaluation matrix", evaluation_section(args.evaluation)))
     if args.cost:
