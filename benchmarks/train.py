@@ -1,4 +1,4 @@
-"""LoRA training cost on this machine: seconds per step and peak memory (RSS) of SFT and DPO.
+"""LoRA training cost on this machine: seconds per step and peak memory (RSS) of SFT, DPO and GRPO.
 
 Usage: python benchmarks/train.py [--steps N] [--batch-size B] [--threads K] [--variants sft,dpo,...]
 
@@ -11,7 +11,10 @@ steps. Variants:
 - dpo-inline: the reference forward inside every step instead (trl's default);
 - dpo-margin: margin-aware DPO (precomputed reference, shifted by the pair margins);
 - sft-all-positions, dpo-all-positions: as sft and dpo, but with trl's fused LM head scoring every position
-  (prompt included), as trl 1.16 does on CPU unless `training._completion_only_lm_head` is in effect.
+  (prompt included), as trl 1.16 does on CPU unless `training._completion_only_lm_head` is in effect;
+- grpo, grpo-repair: `train_grpo` one-shot and repair-aware (max_turns 2), `--batch-size` prompts per step x
+  4 generations of up to 64 tokens, arctic reward; each step split into generation, reward (sandbox) and
+  optimisation.
 For DPO, "ref pass" is the time of the trainer's setup (tokenization and the precomputed reference pass),
 and "s/step incl. ref" spreads it over the steps, to compare with dpo-inline. Other processes on the
 machine slow every figure down: the load average is printed before and after.
@@ -30,7 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, demo_dev, tempdir  # noqa: E402
 
-VARIANTS = ("sft", "dpo", "dpo-inline", "dpo-margin", "sft-all-positions", "dpo-all-positions")
+VARIANTS = (
+    "sft", "dpo", "dpo-inline", "dpo-margin", "sft-all-positions", "dpo-all-positions", "grpo", "grpo-repair",
+)  # fmt: skip
+GRPO_GENERATIONS = 4
 
 
 def build_data(workdir: Path, model: Path, rows: int) -> tuple[Path, Path, float]:
@@ -64,6 +70,7 @@ def build_data(workdir: Path, model: Path, rows: int) -> tuple[Path, Path, float
     sft_path, pairs_path = workdir / "sft.pkl", workdir / "pairs.pkl"
     sft.to_pickle(sft_path)
     pairs.to_pickle(pairs_path)
+    pd.to_pickle(picked, workdir / "prompts.pkl")  # the prepared examples, for GRPO
     tokenizer = AutoTokenizer.from_pretrained(model)
     lengths = [
         len(tokenizer.apply_chat_template([*p, {"role": "assistant", "content": sql}])["input_ids"])
@@ -79,8 +86,13 @@ def worker(args: argparse.Namespace) -> None:
     import pandas as pd
     import torch
 
+    from workflow_scripts.core.scoring import MatchSettings
+    from workflow_scripts.rollout.generation import SamplingConfig
+    from workflow_scripts.rollout.settings import RolloutSettings
     from workflow_scripts.train import trainer as training
-    from workflow_scripts.train.trainer import LoraSettings, TrainSettings, train_dpo, train_sft
+    from workflow_scripts.train.grpo import GRPOSettings, train_grpo
+    from workflow_scripts.train.settings import LoraSettings, TrainSettings
+    from workflow_scripts.train.trainer import train_dpo, train_sft
 
     torch.set_num_threads(args.threads)
     if args.worker.endswith("-all-positions"):
@@ -97,7 +109,20 @@ def worker(args: argparse.Namespace) -> None:
         margin_aware=args.worker == "dpo-margin",
     )
     out = Path(args.out)
-    if args.worker.startswith("sft"):
+    if args.worker.startswith("grpo"):
+        grpo = GRPOSettings(
+            num_generations=GRPO_GENERATIONS,
+            prompts_per_step=args.batch_size,
+            max_turns=2 if args.worker == "grpo-repair" else 1,
+            max_new_tokens=64,
+            temperature=1.0,
+        )
+        rollout = RolloutSettings(sampling=SamplingConfig(stop=(";",)))
+        metrics = train_grpo(
+            args.model, pd.read_pickle(args.data), out, LoraSettings(), settings, grpo,
+            rollout=rollout, sandbox={"workers": 1, "timeout_s": 5.0}, match=MatchSettings(),
+        )  # fmt: skip
+    elif args.worker.startswith("sft"):
         metrics = train_sft(args.model, pd.read_pickle(args.data), out, LoraSettings(), settings)
     else:
         metrics = train_dpo(args.model, pd.read_pickle(args.data), out, LoraSettings(), settings)
@@ -171,7 +196,8 @@ def main() -> None:
         )
         results = {}
         for variant in variants:
-            metrics = measure(variant, sft_path if variant.startswith("sft") else pairs_path, args, workdir)
+            data = {"sft": sft_path, "dpo": pairs_path, "grp": workdir / "prompts.pkl"}[variant[:3]]
+            metrics = measure(variant, data, args, workdir)
             measured = metrics["step_seconds"][1:]
             per_step = sum(measured) / len(measured)
             ref = metrics["setup_seconds"] if variant.startswith("dpo") and variant != "dpo-inline" else 0.0
@@ -182,6 +208,16 @@ def main() -> None:
                 f"{metrics['peak_rss_mib'] / 1024:12.2f}",
                 flush=True,
             )
+        grpo = {v: m for v, m in results.items() if v.startswith("grpo")}
+        if grpo:
+            header = ("GRPO step split", "generation s", "reward s", "optimisation s", "reward %")
+            print(f"{header[0]:<17} {header[1]:>12} {header[2]:>9} {header[3]:>14} {header[4]:>8}")
+        for variant, metrics in grpo.items():
+            split = metrics["step_split"][1:]  # after the warm-up step
+            gen, rew, opt = (
+                sum(s[k] for s in split) / len(split) for k in ("generation_s", "reward_s", "optimisation_s")
+            )
+            print(f"{variant:<17} {gen:12.1f} {rew:9.2f} {opt:14.1f} {rew / (gen + rew + opt):8.1%}")
         print(f"load average after: {load()}")
         for variant in (v for v in variants if v.startswith("dpo")):
             # Compare with the SFT run that scores the LM head the same way.
