@@ -104,6 +104,11 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, default_model: Path) -> Pa
             "training.sft.max_length": 512,
             "training.dpo.max_steps": 1,
             "training.dpo.max_length": 512,
+            "training.grpo.max_steps": 1,
+            "training.grpo.num_generations": 2,
+            "training.grpo.prompts_per_step": 1,
+            "training.grpo.max_new_tokens": 16,
+            "training.grpo.limit": 2,
             "evaluation.limit": 3,
             # Tiny rollouts of a 135M model give few natural pairs: no caps, so the DPO set is never empty.
             "merge.input_fractions": {},
@@ -118,7 +123,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, default_model: Path) -> Pa
     return work
 
 
-EVAL = ["eval_base", "eval_dpo", "eval_sft", "eval_sft_dpo"]
+EVAL = ["eval_base", "eval_dpo", "eval_grpo", "eval_sft", "eval_sft_dpo", "eval_sft_grpo"]
 SELECTION_EVAL = ["eval_sft_aligned", "eval_sft_random"]
 RUNS = sorted(["probe", "train_mining", *EVAL, *SELECTION_EVAL])
 
@@ -135,6 +140,8 @@ def test_main_job_reaches_the_report(workdir: Path):
         "Rollouts",
         "gold-table recall",
         "Preference pairs",
+        "Training",
+        "GRPO",
         "Evaluation matrix",
         "Paired differences",
         "Alignment",
@@ -188,30 +195,45 @@ def test_pairs_and_adapters(workdir: Path):
     assert train[0]["prompt"][0]["role"] == "system" and train[0]["chosen"][0]["role"] == "assistant"
     negatives = pd.read_parquet(workdir / "results" / "pairs" / "synthetic" / "negatives.parquet")
     assert {"wrong_column", "missing_join", "wrong_aggregation"} <= set(negatives[negatives["kept"]]["type"])
-    for variant in ("sft", "dpo", "sft_dpo"):
+    for variant in ("sft", "dpo", "sft_dpo", "grpo", "sft_grpo"):
         adapter = workdir / "results" / "adapters" / variant
         assert (adapter / "adapter_config.json").is_file() and (
             adapter / "adapter_model.safetensors"
         ).is_file()
         assert not (adapter / "ref").exists()
     compare = pd.read_parquet(workdir / "results" / "evaluation" / "compare.parquet")
-    assert sorted(compare["variant"].unique()) == ["base", "dpo", "sft", "sft_dpo"]
+    assert sorted(compare["variant"].unique()) == ["base", "dpo", "grpo", "sft", "sft_dpo", "sft_grpo"]
+    for variant in ("grpo", "sft_grpo"):
+        metrics = json.loads((workdir / "results" / "adapters" / variant / "metrics.json").read_text())
+        assert metrics["method"] == "grpo" and metrics["steps"] == 1 and len(metrics["step_split"]) == 1
+        rewarded = pd.read_parquet(workdir / "results" / "adapters" / variant / "rewarded.parquet")
+        assert list(rewarded.columns) == ["step", "example_id", "sample", "turns", "sql"]
     assert set(compare["mode"]) == {"one-shot", "repair"}
     paired = pd.read_parquet(workdir / "results" / "evaluation" / "paired_repair.parquet")
-    assert len(paired) == 6 and paired["McNemar p"].between(0, 1).all()
+    assert len(paired) == 15 and paired["McNemar p"].between(0, 1).all()
 
 
 def test_alignment_stage(workdir: Path):
     out = workdir / "results" / "alignment"
     table = pd.read_parquet(out / "alignment.parquet").set_index("set")
     sets = {"sft_data", "dpo_chosen", "dpo_rejected", "synth20", "sft+dpo_chosen", "sft_aligned",
-            "sft_random", "pred_base", "pred_sft", "pred_dpo", "pred_sft_dpo"}  # fmt: skip
+            "sft_random", "pred_base", "pred_sft", "pred_dpo", "pred_sft_dpo", "pred_grpo", "pred_sft_grpo",
+            "grpo_rewarded", "sft+sft_grpo_rewarded"}  # fmt: skip
     assert sets <= set(table.index)
     assert table["A_KL"].min() == pytest.approx(math.exp(-1)) and table["A_KL"].max() <= 1
     assert table.loc["sft_aligned", "A_KL"] >= table.loc["sft_random", "A_KL"]
     assert table.loc["pred_base", "queries"] == 3
     variants = pd.read_parquet(out / "variants.parquet").set_index("variant")
-    assert set(variants.index) == {"base", "sft", "dpo", "sft_dpo", "sft_aligned", "sft_random"}
+    assert set(variants.index) == {
+        "base",
+        "sft",
+        "dpo",
+        "sft_dpo",
+        "grpo",
+        "sft_grpo",
+        "sft_aligned",
+        "sft_random",
+    }
     assert (variants.loc[["sft_aligned", "sft_random"], "examples"] == 2).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["target"]["queries"] == 3 and summary["selection"]["size"] == 2
@@ -250,16 +272,18 @@ def test_editing_a_key_reruns_only_what_uses_it(workdir: Path):
     everything = ["alignment", "alignment_select", "all", "compare_variants", "demo_data", "ingest", "ingest",
                   "merge_pairs", "mine_pairs", "repair_study", "report", "retrieval_recall",
                   *rollout_jobs(*RUNS),
-                  "synthetic_negatives", "train_dpo", "train_sft", "train_sft_dpo", "train_sft_subset",
-                  "train_sft_subset"]  # fmt: skip
+                  "synthetic_negatives", "train_dpo", "train_grpo", "train_sft", "train_sft_dpo",
+                  "train_sft_grpo", "train_sft_subset", "train_sft_subset"]  # fmt: skip
     expected = {
         "report.title": ["all", "report"],
         "runs.probe.feedback_detail": ["all", "report", *rollout_jobs("probe")],
+        # GRPO's episodes use the evaluation's feedback: its adapters are trained again
         "evaluation.feedback_detail": ["alignment", "all", "compare_variants", "repair_study", "report",
-                                       *rollout_jobs(*EVAL, *SELECTION_EVAL)],
+                                       *rollout_jobs(*EVAL, *SELECTION_EVAL), "train_grpo", "train_sft_grpo"],
         "training.sft.max_steps": ["alignment", "all", "compare_variants", "report",
-                                   *rollout_jobs("eval_sft", "eval_sft_dpo", *SELECTION_EVAL), "train_sft",
-                                   "train_sft_dpo", "train_sft_subset", "train_sft_subset"],
+                                   *rollout_jobs("eval_sft", "eval_sft_dpo", "eval_sft_grpo", *SELECTION_EVAL),
+                                   "train_sft", "train_sft_dpo", "train_sft_grpo", "train_sft_subset",
+                                   "train_sft_subset"],
         "merge.min_reward_margin": ["alignment", "all", "compare_variants", "merge_pairs", "report",
                                     *rollout_jobs("eval_dpo", "eval_sft_dpo"), "train_dpo", "train_sft_dpo"],
         "alignment.sample_size.draws": ["alignment", "all", "report"],
