@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -16,6 +17,12 @@ from workflow_scripts.core.artifacts import inherited, read_provenance
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.matching import METRICS
 from workflow_scripts.core.scoring import MatchSettings
+
+
+def command_parser(doc: str | None) -> tuple[argparse.ArgumentParser, Any]:
+    """A stage's argument parser, described by its module docstring, and the subparsers of its commands."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser, parser.add_subparsers(dest="command", required=True)
 
 
 def setup_logging() -> None:

@@ -47,7 +47,7 @@ from workflow_scripts.alignment.analysis import (
     first_turn_sql,
     variant_rows,
 )
-from workflow_scripts.cli import inherited_matching, read_parquet, run_cli, setup_logging
+from workflow_scripts.cli import command_parser, inherited_matching, read_parquet, run_cli, setup_logging
 from workflow_scripts.core.artifacts import atomic_path, write_json, write_parquet
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.evaluation.matrix import outcomes
@@ -249,10 +249,7 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__)
     for name, func, help_text in (
         ("select", select, "aligned and random SFT subsets of one size"),
         ("analyse", analyse, "the alignment table, AR against ΔEX and the sample-size study"),

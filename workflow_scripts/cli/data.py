@@ -6,14 +6,19 @@ python -m workflow_scripts.cli.data ingest --name NAME --dataset JSON --executio
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
 
 import pandas as pd
 
-from workflow_scripts.cli import add_execution_argument, execution_settings, run_cli, setup_logging
+from workflow_scripts.cli import (
+    add_execution_argument,
+    command_parser,
+    execution_settings,
+    run_cli,
+    setup_logging,
+)
 from workflow_scripts.core.artifacts import file_sha256, write_json, write_parquet
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings, execute_gold
@@ -97,10 +102,7 @@ def _excluded(skipped: pd.DataFrame, failed: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser, commands = command_parser(__doc__)
     demo = commands.add_parser("demo", help="build the embedded demo benchmark")
     demo.add_argument("--out", type=Path, required=True, help="output directory")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -21,6 +21,7 @@ import pandas as pd
 from workflow_scripts.cli import (
     add_execution_argument,
     check_ingested,
+    command_parser,
     execution_settings,
     inherited_matching,
     run_cli,
@@ -129,10 +130,7 @@ def score(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__)
     p = sub.add_parser("compare", help="the evaluation matrix of the variants")
     p.set_defaults(func=compare)
     p.add_argument("--variant", action="append", required=True, metavar="NAME=ROLLOUT_DIR")

@@ -17,6 +17,7 @@ import pandas as pd
 from workflow_scripts.cli import (
     add_execution_argument,
     check_ingested,
+    command_parser,
     execution_settings,
     inherited_matching,
     run_cli,
@@ -120,10 +121,7 @@ def merge(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__)
     p = sub.add_parser("mine", help="natural pairs of one rollout run")
     p.add_argument("--run", required=True)
     p.add_argument("--trajectories", type=Path, required=True)

@@ -21,6 +21,7 @@ import pandas as pd
 from workflow_scripts.cli import (
     add_execution_argument,
     check_ingested,
+    command_parser,
     execution_settings,
     inherited_matching,
     run_cli,
@@ -235,10 +236,7 @@ def recall(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__)
     shard = sub.add_parser("shard", help="roll out one shard")
     shard.add_argument("--run", required=True)
     shard.add_argument("--settings", required=True, help="the resolved run entry as JSON")

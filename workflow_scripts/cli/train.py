@@ -28,6 +28,7 @@ from typing import Any
 
 from workflow_scripts.cli import (
     add_execution_argument,
+    command_parser,
     execution_settings,
     inherited_matching,
     read_parquet,
@@ -159,10 +160,7 @@ def grpo(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__)
     p = sub.add_parser("sft", help="LoRA SFT on correct rollout SQL and gold SQL")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--data-dir", type=Path, help="the data set's directory (examples.parquet)")
