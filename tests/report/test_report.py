@@ -59,3 +59,21 @@ def test_training_section_shows_every_run_and_the_grpo_curves(tmp_path):
         "mean reward", "share correct", "KL to the reference", "completion tokens"
     ]  # fmt: skip
     assert len(fig.axes[2].lines) == 0 and len(fig.axes[0].lines) == 1  # no KL logged at beta 0
+
+
+def test_sample_size_figure_draws_skewed_and_equal_draws():
+    """A mean outside its own 5–95% band (one far draw among equal ones) and equal draws both plot."""
+    from workflow_scripts.alignment.kl import summarise_sample_size
+    from workflow_scripts.report.alignment import sample_size_figure
+
+    skewed = [0.5] * 40 + [100.0]
+    study = pd.DataFrame({
+        "k": ["1"] * len(skewed) + ["all"] * 3, "draw": range(len(skewed) + 3), "set": "train",
+        "target_queries": 2, "A_KL": skewed + [0.1 + 0.2] * 3, "rank_agrees": True,
+    })  # fmt: skip
+    summary = summarise_sample_size(study)
+    one = summary.set_index("k").loc["1"]
+    assert one["A_KL_mean"] > one["A_KL_p95"]  # the case a mean-centred error bar cannot draw
+    assert one["A_KL_p05"] <= one["A_KL_median"] <= one["A_KL_p95"]
+    figure = sample_size_figure(summary)
+    assert len(figure.axes[0].lines) >= 1

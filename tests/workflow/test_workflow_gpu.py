@@ -27,9 +27,12 @@ pytestmark = pytest.mark.slow
 
 COPIED = ["Snakefile", "rules", "schemas", "workflow_scripts", "config.yaml", "config", "profiles", "envs"]
 QWEN = "config/qwen2.5-coder-3b.yaml"
-GPU_RULES = {"rollout_shard", "train_sft", "train_dpo", "train_sft_dpo", "train_sft_subset", "repair_study"}
-# 7 rollout runs (train_mining, 4 variants, 2 selection subsets) of 4 shards, 5 trainings, the repair study
-GPU_JOBS = 7 * 4 + 5 + 1
+GPU_RULES = {
+    "rollout_shard", "train_sft", "train_dpo", "train_sft_dpo", "train_grpo", "train_sft_grpo",
+    "train_sft_subset", "repair_study",
+}  # fmt: skip
+# 9 rollout runs (train_mining, 6 variants, 2 selection subsets) of 4 shards, 7 trainings, the repair study
+GPU_JOBS = 9 * 4 + 7 + 1
 JOB = re.compile(r"^(?:local)?rule (\w+):$")
 RESOURCES_BEFORE = re.compile(r"^Resources before job selection: (\{.*\})$", re.M)
 FAKE_SBATCH = """#!/bin/bash

@@ -423,13 +423,14 @@ def sample_size_study(
 
 
 def summarise_sample_size(study: pd.DataFrame) -> pd.DataFrame:
-    """Per (k, set): mean, standard deviation, 5th and 95th percentile of A_KL and the rank agreement rate."""
+    """Per (k, set): mean, std, median, 5th and 95th percentile of A_KL and the rank agreement rate."""
     grouped = study.groupby(["k", "set"], sort=False)
     return grouped.agg(
         draws=("A_KL", "size"),
         target_queries=("target_queries", "mean"),
         A_KL_mean=("A_KL", "mean"),
         A_KL_std=("A_KL", lambda s: float(s.std(ddof=0))),
+        A_KL_median=("A_KL", lambda s: float(s.quantile(0.5))),
         A_KL_p05=("A_KL", lambda s: float(s.quantile(0.05))),
         A_KL_p95=("A_KL", lambda s: float(s.quantile(0.95))),
         rank_agreement=("rank_agrees", "mean"),

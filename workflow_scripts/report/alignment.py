@@ -57,15 +57,18 @@ def ar_figure(variants: pd.DataFrame, r: float) -> plt.Figure:
 
 
 def sample_size_figure(summary: pd.DataFrame) -> plt.Figure:
-    """A_KL(target_k‖train) per k (mean and 5–95% of the draws) for each training set."""
+    """A_KL(target_k‖train) per k (median and 5–95% of the draws) for each training set."""
     ks = list(dict.fromkeys(summary["k"]))
     fig, ax = plt.subplots(figsize=(5.6, 3.4))
     sets = list(dict.fromkeys(summary["set"]))
     for i, name in enumerate(sets):
         rows = summary[summary["set"] == name].set_index("k").reindex(ks)
         x = [j + (i - (len(sets) - 1) / 2) * 0.06 for j in range(len(ks))]
-        err = [rows["A_KL_mean"] - rows["A_KL_p05"], rows["A_KL_p95"] - rows["A_KL_mean"]]
-        ax.errorbar(x, rows["A_KL_mean"], yerr=err, marker="o", markersize=3, capsize=2, label=name)
+        # The median, not the mean: a skewed set of draws can put its mean outside its own 5–95% band, and a
+        # band of equal draws can come out a rounding error below zero.
+        low = (rows["A_KL_median"] - rows["A_KL_p05"]).clip(lower=0)
+        high = (rows["A_KL_p95"] - rows["A_KL_median"]).clip(lower=0)
+        ax.errorbar(x, rows["A_KL_median"], yerr=[low, high], marker="o", markersize=3, capsize=2, label=name)
     ax.set_xticks(range(len(ks)), ks)
     ax.set_xlabel("target queries per database (k)")
     ax.set_ylabel("A_KL(target_k‖train)")
