@@ -57,6 +57,7 @@ rule retrieval_recall:
         top_k=config["rollout"]["top_k_tables"],
         fk_hops=config["rollout"]["fk_hops"],
         cell_values=config["rollout"]["cell_values"],
+        evidence=str(config.get("prompt", {}).get("evidence", "auto")).lower(),
         data_dir=lambda w: data_dir(w.dataset),
     conda:
         "../envs/cpu.yaml"
@@ -66,7 +67,8 @@ rule retrieval_recall:
         "results/benchmarks/retrieval/{dataset}.tsv"
     shell:
         "python -m workflow_scripts.cli.rollout recall --data-dir {params.data_dir} --top-k {params.top_k}"
-        " --fk-hops {params.fk_hops} --cell-values {params.cell_values} --out {output} > {log} 2>&1"
+        " --fk-hops {params.fk_hops} --cell-values {params.cell_values} --evidence {params.evidence}"
+        " --out {output} > {log} 2>&1"
 
 
 if REPAIR_STUDY["enabled"]:

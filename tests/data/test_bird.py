@@ -22,6 +22,7 @@ from workflow_scripts.data.ingest import DatasetSpec
 from workflow_scripts.evaluation.matrix import by_difficulty
 from workflow_scripts.rollout.loop import prepare_examples
 from workflow_scripts.rollout.prompts import first_prompt, prompt_template_sha256, repair_prompt
+from workflow_scripts.rollout.retrieval import recall_table
 from workflow_scripts.rollout.settings import RolloutSettings
 
 QUESTIONS = [
@@ -168,6 +169,35 @@ def test_evidence_in_prompts_auto_true_and_never_when_off(bird: Path, tmp_path: 
             assert user_on == user_off
     with pytest.raises(ValueError, match="prompt.evidence"):
         RolloutSettings(evidence="sometimes")
+
+
+def test_retrieval_reads_the_evidence_the_prompt_shows(bird: Path, tmp_path: Path) -> None:
+    """A question whose words name no table, with evidence that names one: shown evidence steers retrieval."""
+    frames = ingested(bird, tmp_path / "out")
+    vague = (
+        frames["examples"]
+        .iloc[:1]
+        .assign(
+            question="How many are there in total?",
+            evidence="in total refers to the rows of frpm (free meal counts)",
+            gold_sql="SELECT COUNT(*) FROM frpm",
+        )
+    )
+    settings = {"top_k": 1, "fk_hops": 0, "cell_values": 0}
+    recall = {
+        setting: recall_table(vague, frames["schema"], evidence=setting, **settings).set_index("mode")[
+            "recall"
+        ]
+        for setting in ("auto", False)
+    }
+    assert recall["auto"]["bm25"] == 1.0 and recall["auto"]["retrieved"] == 1.0
+    assert recall[False]["bm25"] == 0.0  # the question alone finds nothing and falls back to the first table
+    run = {"schema_mode": "bm25", "top_k_tables": 1, "fk_hops": 0}
+    prepared = {
+        e: prepare_examples(vague, frames["gold"], frames["schema"], RolloutSettings(**run, evidence=e))[0]
+        for e in ("auto", False)
+    }
+    assert prepared["auto"].selected_tables == ["frpm"] and prepared[False].selected_tables == ["schools"]
 
 
 def test_prompts_without_evidence_are_unchanged() -> None:

@@ -216,6 +216,14 @@ def study(
     return table
 
 
+def _evidence(text: str) -> bool | str:
+    """`prompt.evidence` from the command line: auto, true or false."""
+    choices: dict[str, bool | str] = {"auto": "auto", "true": True, "false": False}
+    if text.lower() not in choices:
+        raise argparse.ArgumentTypeError(f"--evidence must be auto, true or false, not {text!r}")
+    return choices[text.lower()]
+
+
 def recall(args: argparse.Namespace) -> None:
     """Write and print the gold-table recall of every retrieval mode (rule retrieval_recall)."""
     table = recall_table(
@@ -224,8 +232,10 @@ def recall(args: argparse.Namespace) -> None:
         top_k=args.top_k,
         fk_hops=args.fk_hops,
         cell_values=args.cell_values,
+        evidence=args.evidence,
     )
     provenance = {
+        "evidence": args.evidence,
         "top_k": args.top_k,
         "fk_hops": args.fk_hops,
         "cell_values": args.cell_values,
@@ -263,6 +273,9 @@ def main(argv: list[str] | None = None) -> None:
     recalled.add_argument("--top-k", type=int, required=True)
     recalled.add_argument("--fk-hops", type=int, default=1)
     recalled.add_argument("--cell-values", type=int, default=0)
+    recalled.add_argument(
+        "--evidence", type=_evidence, default="auto", help="prompt.evidence: auto | true | false"
+    )
     recalled.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()

@@ -43,6 +43,7 @@ from workflow_scripts.rollout.prompts import (
 from workflow_scripts.rollout.retrieval import (
     gold_tables,
     load_tables,
+    retrieval_query,
     schema_prompt,
     select_tables,
     table_recall,
@@ -114,8 +115,9 @@ def prepare_examples(
         if row.db_id not in tables_cache:
             tables_cache[row.db_id] = load_tables(schema, row.db_id, row.db_path, settings.cell_values)
         tables = tables_cache[row.db_id]
+        evidence = shown_evidence(getattr(row, "evidence", None), settings.evidence)
         selected = select_tables(
-            row.question,
+            retrieval_query(row.question, evidence),
             tables,
             mode=settings.schema_mode,
             top_k=settings.top_k_tables,
@@ -140,7 +142,7 @@ def prepare_examples(
                 prompt=first_prompt(
                     schema_prompt(shown, with_values=settings.cell_values > 0),
                     row.question,
-                    shown_evidence(getattr(row, "evidence", None), settings.evidence),
+                    evidence,
                 ),
                 ts_gold=tuple(checks.get(str(row.id), ())),
             )

@@ -25,6 +25,7 @@ from rank_bm25 import BM25Okapi
 from sqlglot import exp
 
 from workflow_scripts.core.schema import Column, Table, tables_from_schema
+from workflow_scripts.rollout.prompts import shown_evidence
 
 Mode = Literal["full", "retrieved", "bm25", "bm25_fk"]
 MODES: tuple[str, ...] = ("full", "retrieved", "bm25", "bm25_fk")
@@ -230,6 +231,15 @@ def select_tables(
 # --------------------------------------------------------------------------------------------- scoring
 
 
+def retrieval_query(question: str, evidence: str | None) -> str:
+    """The text tables are retrieved for: the question, and the evidence the prompt shows with it.
+
+    BIRD's evidence names the columns and values a question means ("refers to `Free Meal Count (K-12)`"),
+    which the question's own words often do not.
+    """
+    return f"{question}\n{evidence}" if evidence else question
+
+
 def gold_tables(sql: str) -> set[str]:
     """Return the lowercased names of the tables a SQL query reads, subqueries included, CTEs excluded."""
     try:
@@ -298,9 +308,18 @@ def schema_prompt(tables: Sequence[Table], *, with_values: bool) -> str:
 
 
 def recall_table(
-    examples: pd.DataFrame, schema: pd.DataFrame, *, top_k: int, fk_hops: int, cell_values: int
+    examples: pd.DataFrame,
+    schema: pd.DataFrame,
+    *,
+    top_k: int,
+    fk_hops: int,
+    cell_values: int,
+    evidence: bool | str = "auto",
 ) -> pd.DataFrame:
-    """Return one row per (mode, example): tables selected, tables in the database, gold-table recall."""
+    """Return one row per (mode, example): tables selected, tables in the database, gold-table recall.
+
+    The query is the question plus the evidence its prompt shows under `evidence` (`prompt.evidence`).
+    """
     rows = []
     tables_of = {}
     for ex in examples.itertuples(index=False):
@@ -308,8 +327,9 @@ def recall_table(
             tables_of[ex.db_id] = load_tables(schema, ex.db_id, ex.db_path, cell_values)
         tables = tables_of[ex.db_id]
         wanted = gold_tables(ex.gold_sql)
+        query = retrieval_query(ex.question, shown_evidence(getattr(ex, "evidence", None), evidence))
         for mode in MODES:
-            selected = select_tables(ex.question, tables, mode=mode, top_k=top_k, fk_hops=fk_hops)
+            selected = select_tables(query, tables, mode=mode, top_k=top_k, fk_hops=fk_hops)
             rows.append(
                 {
                     "mode": mode,
