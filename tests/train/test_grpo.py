@@ -18,7 +18,7 @@ from workflow_scripts.core.scoring import MatchSettings
 from workflow_scripts.rollout.generation import SamplingConfig, render_prompt
 from workflow_scripts.rollout.loop import prepare_examples
 from workflow_scripts.rollout.settings import RolloutSettings
-from workflow_scripts.train.grpo import GRPOSettings, SandboxRollout, episode_tokens, train_grpo
+from workflow_scripts.train.grpo import GRPOSettings, SandboxRollout, episode_tokens, train_grpo, vllm_args
 from workflow_scripts.train.rewards import execution_reward, plain_sql
 from workflow_scripts.train.settings import LoraSettings, TrainSettings
 
@@ -170,6 +170,19 @@ def test_bad_settings_are_named():
         GRPOSettings(max_turns=3)
     with pytest.raises(UserError, match="reward='bleu'"):
         GRPOSettings(reward="bleu")
+    with pytest.raises(UserError, match="vllm_gpu_memory_utilization=1.5"):
+        GRPOSettings(vllm_gpu_memory_utilization=1.5)
+
+
+def test_vllm_generation_is_trls_colocated_engine_without_importance_correction():
+    assert vllm_args(GRPOSettings()) == {"use_vllm": False}
+    on = vllm_args(GRPOSettings(use_vllm=True, vllm_gpu_memory_utilization=0.4))
+    assert on["use_vllm"] and on["vllm_mode"] == "colocate" and on["vllm_gpu_memory_utilization"] == 0.4
+    # the rollout returns no sampling log-probs: trl must not correct with them
+    assert on["vllm_importance_sampling_correction"] is False
+    from trl import GRPOConfig
+
+    assert set(on) <= {f for f in GRPOConfig.__dataclass_fields__}  # trl 1.16 knows every argument
 
 
 @pytest.mark.slow

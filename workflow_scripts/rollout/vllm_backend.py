@@ -190,6 +190,17 @@ class VLLMBackend:
 
             self.lora_request = LoRARequest("adapter", 1, str(adapter_path))
 
+    @classmethod
+    def from_llm(cls, llm: Any) -> VLLMBackend:
+        """A backend over an engine built elsewhere (trl's colocated vLLM, its weights synced by trl)."""
+        import vllm
+
+        backend = cls.__new__(cls)
+        backend.llm, backend.progress, backend.lora_request = llm, False, None
+        backend.context_length = llm.llm_engine.model_config.max_model_len
+        backend._sampling_params = vllm.SamplingParams
+        return backend
+
     def generate(self, prompts: Sequence[Messages], sampling: SamplingConfig) -> list[list[Completion]]:
         """Return `sampling.num_samples` completions for each chat prompt, in input order."""
         if not prompts:

@@ -17,10 +17,12 @@ holds the reply itself. For the small models here the two are the same text but 
 log-probs trl computes for the repair turn are those of (nearly) the context the model generated it in;
 `max_turns` is at most 2 because a third turn's prompt would no longer be a continuation of the sequence.
 
-Generation runs on the trainer's model with transformers `generate`; trl's vLLM generation (`use_vllm`) is
-not wired into this path. Each step's seconds are split into generation, reward (sandbox) and optimisation
-(the rest of the step) in metrics.json; the correct answers sampled during training are written to
-`rewarded.parquet` beside the adapter (the SQL the variant was rewarded for, for the alignment stage).
+Generation runs on the trainer's model with transformers `generate`, or with `use_vllm` on trl's colocated
+vLLM engine (`vllm_mode="colocate"`: trl merges the LoRA adapter into the engine's weights before each
+step's rollout, and `VLLMBackend.from_llm` serves the loop from that engine). Each step's seconds are
+split into generation, reward (sandbox) and optimisation (the rest of the step) in metrics.json; the
+correct answers sampled during training are written to `rewarded.parquet` beside the adapter (the SQL the
+variant was rewarded for, for the alignment stage).
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class GRPOSettings:
     beta: float = 0.0  # KL coefficient against the reference (0: no reference model)
     loss_type: str = "dapo"
     limit: int | None = None  # train on the first N examples (None: all)
+    use_vllm: bool = False  # generate episodes with trl's colocated vLLM engine (GPU) instead of transformers
+    vllm_gpu_memory_utilization: float = 0.3  # the engine's share of GPU memory beside the trainer
 
     def __post_init__(self) -> None:
         problems = []
@@ -94,6 +98,8 @@ class GRPOSettings:
             problems.append(f"max_turns={self.max_turns} must be 1 (one-shot) or 2 (repair-aware)")
         if self.temperature <= 0:
             problems.append(f"temperature={self.temperature} must be > 0: GRPO needs different samples")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            problems.append(f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization} not in (0, 1]")
         if problems:
             raise UserError(f"invalid GRPO settings: {'; '.join(problems)}. Fix: correct training.grpo.")
 
@@ -207,7 +213,7 @@ class SandboxRollout:
         *,
         batch_size: int,
         seed: int,
-        make_backend: Callable[[Any], Backend] | None = None,
+        make_backend: Callable[[Any], Backend] | None = None,  # trainer -> backend
     ) -> None:
         self.make_backend = make_backend or self.policy_backend
         self.by_prompt = {json.dumps(ex.prompt): ex for ex in examples}
@@ -235,7 +241,7 @@ class SandboxRollout:
             stop=self.rollout.sampling.stop,
         )
         model = trainer.accelerator.unwrap_model(trainer.model)
-        backend = _TimedBackend(self.make_backend(model))
+        backend = _TimedBackend(self.make_backend(trainer))
         was_training = model.training
         model.eval()
         start = time.perf_counter()
@@ -273,8 +279,13 @@ class SandboxRollout:
             "episode_correct": [float(e.correct) for e in ordered],
         }
 
-    def policy_backend(self, model: Any) -> Backend:
-        """The project's transformers backend over the policy being trained."""
+    def policy_backend(self, trainer: Any) -> Backend:
+        """The policy being trained: trl's colocated vLLM engine (`use_vllm`), else transformers on it."""
+        if getattr(trainer, "use_vllm", False):
+            from workflow_scripts.rollout.vllm_backend import VLLMBackend
+
+            return VLLMBackend.from_llm(trainer.vllm_generation.llm)
+        model = trainer.accelerator.unwrap_model(trainer.model)
         return TransformersBackend.from_model(model, self.tokenizer, batch_size=self.batch_size)
 
 
@@ -349,8 +360,8 @@ def train_grpo(
             "beta": grpo.beta,
             "loss_type": grpo.loss_type,
             "reward_weights": [1.0, 0.0],
-            "use_vllm": False,
             "shuffle_dataset": True,
+            **vllm_args(grpo),
         }
         rollout_func = SandboxRollout(
             examples,
@@ -385,6 +396,25 @@ def train_grpo(
         )
         rewarded.to_parquet(staging / "adapter" / REWARDED_FILE, index=False)
     return metrics
+
+
+def vllm_args(grpo: GRPOSettings) -> dict[str, Any]:
+    """GRPOConfig's vLLM arguments: a colocated engine when `use_vllm`, none otherwise.
+
+    The rollout returns no per-token sampling log-probs (a repair-aware episode also holds feedback tokens no
+    engine sampled), so trl's importance-sampling correction between vLLM and the trainer is off.
+    """
+    if not grpo.use_vllm:
+        return {"use_vllm": False}
+    from workflow_scripts.rollout.vllm_backend import require_vllm
+
+    require_vllm()
+    return {
+        "use_vllm": True,
+        "vllm_mode": "colocate",
+        "vllm_gpu_memory_utilization": grpo.vllm_gpu_memory_utilization,
+        "vllm_importance_sampling_correction": False,
+    }
 
 
 def step_split(step_seconds: Sequence[float], rollout: SandboxRollout) -> list[dict[str, float]]:
