@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import ingest_concert_questions
 from tests.rollout.test_rollout import ScriptedBackend
+from workflow_scripts.core.artifacts import read_provenance
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings
@@ -213,5 +214,6 @@ def test_a_short_real_run_changes_the_adapter(data, default_model, tmp_path):
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
     assert lora_b and any(float(w.abs().max()) > 0 for w in lora_b)
     rewarded = pd.read_parquet(out / "rewarded.parquet")
+    assert "source_sha256" in read_provenance(out / "rewarded.parquet")  # as every artifact
     assert list(rewarded.columns) == ["step", "example_id", "sample", "turns", "sql"]
     assert json.loads((out / "metrics.json").read_text())["grpo"]["num_generations"] == 4

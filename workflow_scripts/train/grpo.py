@@ -36,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 
+from workflow_scripts.core.artifacts import write_parquet
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.model import check_model_dir
 from workflow_scripts.core.sandbox import Sandbox
@@ -394,7 +395,7 @@ def train_grpo(
         rewarded = pd.DataFrame(
             rollout_func.rewarded, columns=["step", "example_id", "sample", "turns", "sql"]
         )
-        rewarded.to_parquet(staging / "adapter" / REWARDED_FILE, index=False)
+        write_parquet(rewarded, staging / "adapter" / REWARDED_FILE, dict(provenance or {}))
     return metrics
 
 
