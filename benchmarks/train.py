@@ -13,8 +13,9 @@ steps. Variants:
 - sft-all-positions, dpo-all-positions: as sft and dpo, but with trl's fused LM head scoring every position
   (prompt included), as trl 1.16 does on CPU unless `training._completion_only_lm_head` is in effect;
 - grpo, grpo-repair: `train_grpo` one-shot and repair-aware (max_turns 2), `--batch-size` prompts per step x
-  4 generations of up to 64 tokens, arctic reward; each step split into generation, reward (sandbox) and
-  optimisation.
+  4 generations of up to 64 tokens, arctic reward, all of a step's episodes in one forward/backward pass;
+  each step split into generation, reward (sandbox) and optimisation;
+- grpo-micro, grpo-repair-micro: the same in micro-batches of `--batch-size` episodes (`micro_batch_size`).
 For DPO, "ref pass" is the time of the trainer's setup (tokenization and the precomputed reference pass),
 and "s/step incl. ref" spreads it over the steps, to compare with dpo-inline. Other processes on the
 machine slow every figure down: the load average is printed before and after.
@@ -35,6 +36,7 @@ from benchmarks.common import REPO, demo_dev, tempdir  # noqa: E402
 
 VARIANTS = (
     "sft", "dpo", "dpo-inline", "dpo-margin", "sft-all-positions", "dpo-all-positions", "grpo", "grpo-repair",
+    "grpo-micro", "grpo-repair-micro",
 )  # fmt: skip
 GRPO_GENERATIONS = 4
 
@@ -113,7 +115,8 @@ def worker(args: argparse.Namespace) -> None:
         grpo = GRPOSettings(
             num_generations=GRPO_GENERATIONS,
             prompts_per_step=args.batch_size,
-            max_turns=2 if args.worker == "grpo-repair" else 1,
+            max_turns=2 if args.worker.startswith("grpo-repair") else 1,
+            micro_batch_size=args.batch_size if args.worker.endswith("-micro") else None,
             max_new_tokens=64,
             temperature=1.0,
         )

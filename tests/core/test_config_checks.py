@@ -46,6 +46,7 @@ def broken(edit) -> str | None:
         (lambda c: c["synthetic"].update(run="missing_run"), "synthetic.run"),
         (lambda c: c["training"]["sft_data"].update(runs=["missing_run"]), "training.sft_data.runs[0]"),
         (lambda c: c["evaluation"].update(variants=["sft"]), "lacks `base`"),
+        (lambda c: c["training"]["grpo"].update(micro_batch_size=3), "training.grpo.micro_batch_size is 3"),
     ],
 )
 def test_a_broken_reference_is_named_with_its_fix(edit, names):

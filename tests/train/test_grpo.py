@@ -171,6 +171,8 @@ def test_bad_settings_are_named():
         GRPOSettings(max_turns=3)
     with pytest.raises(UserError, match="reward='bleu'"):
         GRPOSettings(reward="bleu")
+    with pytest.raises(UserError, match="micro_batch_size=3 must divide the 8 episodes"):
+        GRPOSettings(num_generations=4, prompts_per_step=2, micro_batch_size=3)
     with pytest.raises(UserError, match="vllm_gpu_memory_utilization=1.5"):
         GRPOSettings(vllm_gpu_memory_utilization=1.5)
 
@@ -196,6 +198,7 @@ def test_a_short_real_run_changes_the_adapter(data, default_model, tmp_path):
     grpo = GRPOSettings(
         num_generations=4,
         prompts_per_step=1,
+        micro_batch_size=2,  # two accumulated micro-batches, still one optimizer step per generation
         max_new_tokens=24,
         temperature=1.0,
         reward="rule",

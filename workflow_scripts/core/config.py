@@ -52,6 +52,14 @@ def config_problem(config: Mapping[str, Any]) -> str | None:
             "config key evaluation.answer is maj, but evaluation.num_samples is 1: maj@k votes over several "
             "samples. Fix: set evaluation.num_samples >= 2 (and temperature > 0) or answer: greedy."
         )
+    grpo = config["training"].get("grpo", {})
+    episodes = grpo.get("prompts_per_step", 2) * grpo.get("num_generations", 4)
+    if grpo.get("micro_batch_size") and episodes % grpo["micro_batch_size"]:
+        return (
+            f"config key training.grpo.micro_batch_size is {grpo['micro_batch_size']}, which does not divide "
+            f"the {episodes} episodes of a GRPO step (prompts_per_step x num_generations). Fix: choose a "
+            "divisor, or null to train all of a step's episodes at once."
+        )
     if "base" not in config["evaluation"]["variants"]:
         variants = ", ".join(config["evaluation"]["variants"])
         return (

@@ -82,6 +82,7 @@ class GRPOSettings:
     beta: float = 0.0  # KL coefficient against the reference (0: no reference model)
     loss_type: str = "dapo"
     limit: int | None = None  # train on the first N examples (None: all)
+    micro_batch_size: int | None = None  # episodes per forward/backward pass (None: all of a step's)
     use_vllm: bool = False  # generate episodes with trl's colocated vLLM engine (GPU) instead of transformers
     vllm_gpu_memory_utilization: float = 0.3  # the engine's share of GPU memory beside the trainer
 
@@ -99,6 +100,13 @@ class GRPOSettings:
             problems.append(f"max_turns={self.max_turns} must be 1 (one-shot) or 2 (repair-aware)")
         if self.temperature <= 0:
             problems.append(f"temperature={self.temperature} must be > 0: GRPO needs different samples")
+        episodes = self.prompts_per_step * self.num_generations
+        micro = self.micro_batch_size
+        if micro is not None and (micro < 1 or episodes % micro):
+            problems.append(
+                f"micro_batch_size={self.micro_batch_size} must divide the {episodes} episodes of a step "
+                "(prompts_per_step x num_generations)"
+            )
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             problems.append(f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization} not in (0, 1]")
         if problems:
@@ -332,8 +340,10 @@ def train_grpo(
 
     Without `init_adapter` a new adapter (`lora`) is trained on the base model; with it (SFT→GRPO) that
     adapter is loaded trainable and trained further (with `beta` > 0 the KL reference is then the base
-    model: trl disables the adapter for it). A step is `prompts_per_step` x `num_generations` episodes;
-    `settings.per_device_batch_size` does not apply. `sandbox` are the Sandbox's keyword arguments.
+    model: trl disables the adapter for it). A step is `prompts_per_step` x `num_generations` episodes,
+    generated at once and trained in micro-batches of `micro_batch_size` (accumulated: one optimizer step
+    per generation); `settings.per_device_batch_size` and `gradient_accumulation_steps` do not apply.
+    `sandbox` are the Sandbox's keyword arguments.
     """
     model_path = Path(model_path)
     check_model_dir(model_path)
@@ -351,9 +361,13 @@ def train_grpo(
         if init_adapter is not None:
             model = load_adapter(model, Path(init_adapter))
         episodes_per_step = grpo.prompts_per_step * grpo.num_generations
+        micro = grpo.micro_batch_size or episodes_per_step
         args = {
             **common_args(staging / "trainer", settings, "grpo", dtype),
-            "per_device_train_batch_size": episodes_per_step,
+            # one generation of episodes_per_step episodes, trained as accumulated micro-batches
+            "per_device_train_batch_size": micro,
+            "gradient_accumulation_steps": episodes_per_step // micro,
+            "steps_per_generation": episodes_per_step // micro,
             "num_generations": grpo.num_generations,
             "max_completion_length": grpo.max_new_tokens * grpo.max_turns + 64,
             "temperature": grpo.temperature,
