@@ -92,3 +92,9 @@ def test_bad_predictions_file_is_one_clear_error(demo_dir: Path, tmp_path: Path,
     assert message in done.stderr and "Fix:" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_alias_usage_names_the_command_it_runs():
+    help_text = run_evaluate("--help").stdout
+    assert help_text.startswith("usage: python -m workflow_scripts.cli.evaluate score")
+    assert "--metric {spider,bird,strict}" in help_text

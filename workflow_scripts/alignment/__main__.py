@@ -8,4 +8,5 @@ import sys
 from workflow_scripts.cli import run_cli
 from workflow_scripts.cli.alignment import main
 
+sys.argv[0] = "python -m workflow_scripts.cli.alignment"  # usage names the real command, not this file
 run_cli(lambda: main(["table", *sys.argv[1:]]))
