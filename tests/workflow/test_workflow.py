@@ -107,6 +107,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, default_model: Path) -> Pa
             "training.grpo.max_steps": 1,
             "training.grpo.num_generations": 2,
             "training.grpo.prompts_per_step": 1,
+            "training.grpo.micro_batch_size": 1,  # two micro-batches: accumulation in the real run
             "training.grpo.max_new_tokens": 16,
             "training.grpo.limit": 2,
             "evaluation.limit": 3,
