@@ -15,9 +15,9 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from workflow_scripts.data.demo.builder import build_demo
 
 from workflow_scripts.core.sandbox import ERROR_CLASSES, Sandbox
-from workflow_scripts.data.demo.builder import build_demo
 
 TIMEOUT = 1.0
 # The promise: every call returns within the query timeout plus 1.5 s, whatever the SQL does.
