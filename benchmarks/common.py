@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-from workflow_scripts.data.demo.builder import build_demo
+from workflow_scripts.data.demo import build_demo
 
 from workflow_scripts.cli.data import ingest
 from workflow_scripts.core.scoring import MatchSettings
