@@ -11,7 +11,7 @@ import pandas as pd
 
 from workflow_scripts.cli.data import ingest
 from workflow_scripts.core.scoring import MatchSettings
-from workflow_scripts.data.demo.builder import build_demo
+from workflow_scripts.data.demo import build_demo
 from workflow_scripts.data.ingest import DatasetSpec
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,8 +11,7 @@ rule alignment_select:
         trajectories=expand("results/rollouts/{run}/trajectories.parquet", run=SFT_RUNS),
         examples=f"{SFT_DATA_DIR}/examples.parquet",
     output:
-        aligned="results/alignment/selection/aligned.parquet",
-        random="results/alignment/selection/random.parquet",
+        subsets=expand("results/alignment/selection/{subset}.parquet", subset=SELECTION_SUBSETS),
         summary="results/alignment/selection/selection.json",
     params:
         # only what the selection uses, so that editing e.g. the sample-size study does not retrain the subsets
@@ -20,7 +19,11 @@ rule alignment_select:
             {
                 "ngram_max": ALIGNMENT["ngram_max"],
                 "alpha": ALIGNMENT["alpha"],
-                "selection": {k: SELECTION[k] for k in ("size", "seed")},
+                "selection": {
+                    "size": SELECTION["size"],
+                    "seed": SELECTION["seed"],
+                    "subsets": SELECTION_SUBSETS,
+                },
             }
         ),
         target_limit=ALIGNMENT_TARGET_LIMIT,
@@ -46,9 +49,16 @@ rule train_sft_subset:
     output:
         directory(f"{ADAPTER_DIR}/sft_{{subset}}"),
     wildcard_constraints:
-        subset="aligned|random",
+        subset="aligned|random|misaligned",
     params:
-        settings=training_settings("sft"),
+        # the SFT settings, with alignment.selection.max_steps (when set): the same for every subset
+        settings=as_json(
+            {
+                **config["training"]["sft"],
+                "max_steps": SELECTION.get("max_steps") or config["training"]["sft"]["max_steps"],
+                "lora": config["training"]["lora"],
+            }
+        ),
     threads: config["training"]["threads"]
     resources:
         **gpu_resources(config["training"], mem_mb=8000, runtime=720),

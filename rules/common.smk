@@ -1,5 +1,6 @@
 import json
 import os
+import shlex
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
@@ -90,10 +91,11 @@ def eval_run_entry(variant):
 
 
 EVAL_RUNS = {f"eval_{v}": eval_run_entry(v) for v in VARIANTS}
-# The alignment-aware selection study: SFT adapters on an aligned and a random subset, evaluated like a variant
-# on the first alignment.selection.eval_limit examples (rules/alignment.smk).
+# The alignment-aware selection study: SFT adapters on the subsets alignment.selection.subsets names (aligned,
+# random, misaligned), evaluated like a variant on the first alignment.selection.eval_limit examples
+# (rules/alignment.smk).
 SELECTION = config["alignment"]["selection"]
-SELECTION_SUBSETS = ["aligned", "random"] if SELECTION["enabled"] else []
+SELECTION_SUBSETS = list(SELECTION.get("subsets", ["aligned", "random"])) if SELECTION["enabled"] else []
 SELECTION_LIMIT = SELECTION["eval_limit"] or config["evaluation"]["limit"]
 EVAL_RUNS.update(
     {f"eval_sft_{s}": {**eval_run_entry(f"sft_{s}"), "limit": SELECTION_LIMIT} for s in SELECTION_SUBSETS}

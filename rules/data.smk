@@ -2,6 +2,7 @@ rule demo_data:
     output:
         train=f"{DEMO_DIR}/train.json",
         dev=f"{DEMO_DIR}/dev.json",
+        indomain=f"{DEMO_DIR}/indomain.json",
         tables=f"{DEMO_DIR}/tables.json",
         databases=directory(f"{DEMO_DIR}/database"),
     params:

@@ -15,6 +15,12 @@ rule report:
         "results/report/index.html",
     params:
         title=config["report"]["title"],
+        # the Summary's opening: report.intro, or the built-in text of the embedded demo when it is evaluated
+        intro=(
+            f"--intro {shlex.quote(config['report']['intro'])}"
+            if config["report"].get("intro")
+            else ("--demo" if config["eval_dataset"].startswith("demo_") else "")
+        ),
         datasets=" ".join(f"--dataset {d}={data_dir(d)}" for d in USED_DATASETS),
         predictions=" ".join(f"--prediction {n}=results/predictions/{n}" for n in PREDICTIONS),
         rollouts=" ".join(f"--rollout {r}=results/rollouts/{r}" for r in [*RUNS, *EVAL_RUNS]),
@@ -30,7 +36,8 @@ rule report:
     benchmark:
         "results/benchmarks/report.tsv"
     shell:
-        "python -m workflow_scripts.cli.report --title {params.title:q} {params.datasets} {params.predictions}"
+        "python -m workflow_scripts.cli.report --title {params.title:q} {params.intro} {params.datasets}"
+        " {params.predictions}"
         " {params.rollouts} --retrieval {input.retrieval} --pairs {input.pairs}"
         " --evaluation {params.evaluation} --alignment {params.alignment}"
         " {params.repair_study} {params.costs} {params.adapters}"

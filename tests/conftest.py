@@ -73,7 +73,7 @@ def write_json(path: Path, obj) -> Path:
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded demo data set, built once per test session."""
-    from workflow_scripts.data.demo.builder import build_demo
+    from workflow_scripts.data.demo import build_demo
 
     out = tmp_path_factory.mktemp("demo")
     build_demo(out, seed=0)

@@ -240,6 +240,29 @@ def test_greedy_selection_prefers_aligned_queries():
         al.random_select(3, 0, seed=0)
 
 
+def test_misaligned_selection_is_further_from_the_target_than_aligned_and_random():
+    target = dist(TARGET)
+    pool = [*EXTRA, "SELECT x FROM y LIMIT 3 OFFSET 2", *RENAMED, None]
+    cache = al.NgramCache()
+    candidates = [None if t is None else cache(t) for t in al.templates(pool)]
+    size = 3
+    picks = {
+        "aligned": al.greedy_select(target, candidates, size),
+        "misaligned": al.greedy_select(target, candidates, size, misaligned=True),
+    }
+    kl = {
+        n: al.kl_divergence(target, cache.distribution(al.templates([pool[i] for i in p])))
+        for n, p in picks.items()
+    }
+    assert kl["misaligned"] > kl["aligned"]
+    for seed in range(5):
+        rand = cache.distribution(
+            al.templates([pool[i] for i in al.random_select(len(pool) - 1, size, seed)])
+        )
+        assert kl["misaligned"] >= al.kl_divergence(target, rand)
+    assert len(pool) - 1 not in picks["misaligned"], "unparsed candidates still come last"
+
+
 def test_random_selection_is_seeded():
     assert al.random_select(50, 10, seed=1) == al.random_select(50, 10, seed=1)
     assert al.random_select(50, 10, seed=1) != al.random_select(50, 10, seed=2)

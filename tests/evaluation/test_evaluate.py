@@ -44,7 +44,7 @@ def test_gold_as_predictions_scores_ex_1(demo_dir: Path, tmp_path: Path):
 
 
 def test_jsonl_predictions_and_verdicts(demo_dir: Path, tmp_path: Path):
-    records = json.loads((demo_dir / "dev.json").read_text())[:4]
+    records = [r for r in json.loads((demo_dir / "dev.json").read_text()) if r["db_id"] == "flights"][:4]
     dataset = tmp_path / "dev.json"
     dataset.write_text(json.dumps([{**r, "id": f"q{i}"} for i, r in enumerate(records)]))
     preds = [

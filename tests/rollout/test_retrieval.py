@@ -64,6 +64,30 @@ def demo_tables(demo_dir: Path) -> dict[str, list[Table]]:
     return {db: tables_from_schema(schema, db) for db in sorted(set(examples["db_id"]))}
 
 
+@pytest.fixture(scope="module")
+def multi_tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Table]]:
+    """Spider-like databases of 3-4 tables (multi_table_schemas.sql), where table selection matters."""
+    root = tmp_path_factory.mktemp("multi")
+    statements: dict[str, list[str]] = {}
+    db_id = None
+    for line in (Path(__file__).parent / "multi_table_schemas.sql").read_text().splitlines():
+        if line.startswith("-- ") and " " not in line[3:]:
+            db_id = line[3:]
+            statements[db_id] = []
+        elif line.strip() and not line.startswith("--") and db_id is not None:
+            statements[db_id].append(line)
+    out = {}
+    for db_id, ddl in statements.items():
+        path = root / f"{db_id}.sqlite"
+        con = sqlite3.connect(path)
+        try:
+            con.executescript("\n".join(ddl))
+        finally:
+            con.close()
+        out[db_id] = tables_from_schema(read_schema(path, db_id).assign(column_nl=None), db_id)
+    return out
+
+
 # ------------------------------------------------------------------------------------------- building
 
 
@@ -80,8 +104,8 @@ def test_tables_from_schema_keeps_order_types_and_keys(concert):
 
 def test_tables_from_schema_reads_tables_json_names(demo_tables):
     flight = next(t for t in demo_tables["flights"] if t.name == "flight")
-    assert [c.nl for c in flight.columns][:3] == ["flight id", "flight number", "airline id"]
-    assert [t.name for t in demo_tables["store"]] == ["customer", "product", "orders", "order_item"]
+    assert [c.nl for c in flight.columns][:3] == ["flight id", "flight number", "destination"]
+    assert [t.name for t in demo_tables["store"]] == ["supplier", "product"]
 
 
 def test_tables_from_schema_rejects_an_unknown_database(concert_db):
@@ -169,16 +193,16 @@ def test_full_mode_and_large_top_k_give_every_table_in_schema_order(demo_tables)
         ("flights", "What are the codes of the airports in Canada?", "airport"),
     ],
 )
-def test_demo_questions_select_their_table(demo_tables, db_id, question, table):
-    tables = demo_tables[db_id]
+def test_questions_select_their_table(multi_tables, db_id, question, table):
+    tables = multi_tables[db_id]
     assert select_tables(question, tables, mode="bm25", top_k=1) == [table]
     assert select_tables(question, tables, mode="retrieved", top_k=1) == [table]
 
 
-def test_bm25_fk_adds_the_tables_linked_by_foreign_keys(concert, demo_tables):
+def test_bm25_fk_adds_the_tables_linked_by_foreign_keys(concert, multi_tables):
     expected = ["singer", "concert"]
     assert select_tables("How many singers are from France?", concert, mode="bm25_fk", top_k=1) == expected
-    store = demo_tables["store"]
+    store = multi_tables["store"]
     question = "Which products are in the Electronics category?"
     assert select_tables(question, store, mode="bm25", top_k=1) == ["product"]
     assert select_tables(question, store, mode="bm25_fk", top_k=1) == ["product", "order_item"]
@@ -187,9 +211,9 @@ def test_bm25_fk_adds_the_tables_linked_by_foreign_keys(concert, demo_tables):
     assert select_tables(question, store, mode="bm25_fk", top_k=1, fk_hops=0) == ["product"]
 
 
-def test_expand_by_fk_keeps_a_bridge_between_two_selected_tables(demo_tables):
+def test_expand_by_fk_keeps_a_bridge_between_two_selected_tables(multi_tables):
     # stadium, singer, concert, singer_in_concert: singer_in_concert links singer and concert.
-    tables = demo_tables["concert_singer"]
+    tables = multi_tables["concert_singer"]
     graph = fk_graph(tables)
     assert graph == {0: {2}, 1: {3}, 2: {0, 3}, 3: {1, 2}}
     assert expand_by_fk({1, 2}, graph, hops=0) == {1, 2, 3}
@@ -207,8 +231,8 @@ def test_fk_graph_ignores_dangling_and_self_references():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_top_k_is_respected_and_output_is_in_schema_order(demo_tables, mode):
-    for tables in demo_tables.values():
+def test_top_k_is_respected_and_output_is_in_schema_order(multi_tables, mode):
+    for tables in multi_tables.values():
         order = [t.name for t in tables]
         for top_k in range(1, len(tables)):
             for question in ("How many orders has each customer placed?", "Hello there", "average age"):
@@ -221,8 +245,8 @@ def test_top_k_is_respected_and_output_is_in_schema_order(demo_tables, mode):
                     assert len(selected) <= top_k
 
 
-def test_ties_and_unmatched_questions_fall_back_to_schema_order(demo_tables):
-    tables = demo_tables["library"]
+def test_ties_and_unmatched_questions_fall_back_to_schema_order(multi_tables):
+    tables = multi_tables["library"]
     assert select_tables("Hello there?", tables, mode="retrieved", top_k=3) == ["author"]
     assert select_tables("Hello there?", tables, mode="bm25", top_k=2) == ["author", "book"]
     twins = [Table(name, (Column("id", "INT"),)) for name in ("b", "a", "c")]

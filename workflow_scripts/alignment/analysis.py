@@ -19,8 +19,10 @@ VARIANT_TRAINING_SET = {
     "sft_grpo": "sft+sft_grpo_rewarded",
     "sft_aligned": "sft_aligned",
     "sft_random": "sft_random",
+    "sft_misaligned": "sft_misaligned",
 }
-SUBSETS = ("aligned", "random")
+# The selection study's subsets (alignment.selection.subsets): greedy max A_KL, random, greedy min A_KL.
+SUBSETS = ("aligned", "random", "misaligned")
 BASE = "base"
 
 

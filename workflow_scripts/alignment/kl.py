@@ -315,12 +315,19 @@ def alignment_table(
 
 
 def greedy_select(
-    target: Distribution, candidates: Sequence[Counter[str] | None], size: int, alpha: float = ALPHA
+    target: Distribution,
+    candidates: Sequence[Counter[str] | None],
+    size: int,
+    alpha: float = ALPHA,
+    *,
+    misaligned: bool = False,
 ) -> list[int]:
-    """Indices of `size` candidates (n-gram counts, None = unparsed) greedily minimising D_KL(target‖subset).
+    """Indices of `size` candidates (n-gram counts, None = unparsed) greedily minimising D_KL(target‖subset)
+    (with `misaligned`: maximising it, the least aligned subset of that size).
 
-    Each step adds the candidate whose n-grams lower D_KL most; ties go to the lower index. Unparsed
-    candidates come last. The vocabulary of the smoothing is the target's and every candidate's n-grams.
+    Each step adds the candidate whose n-grams lower D_KL most (raise it most); ties go to the lower index.
+    Unparsed candidates come last. The vocabulary of the smoothing is the target's and every candidate's
+    n-grams.
     """
     if not 0 < size <= len(candidates):
         raise UserError(f"a subset of {size} cannot be chosen from {len(candidates)} candidates.")
@@ -349,6 +356,8 @@ def greedy_select(
         gain_terms = p[cols_a] * (np.log(base + vals_a) - np.log(base))
         gains = np.bincount(rows_a, weights=gain_terms, minlength=len(candidates))
         gains -= np.log(total + totals + smooth) - math.log(total + smooth)
+        if misaligned:
+            gains = -gains
         gains[~parsed] = -np.inf
         gains[taken] = -np.inf
         best = int(np.argmax(gains)) if np.isfinite(gains).any() else int(np.argmin(taken))

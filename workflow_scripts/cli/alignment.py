@@ -11,8 +11,9 @@ The target is the gold SQL of the evaluated examples of the eval set (`--target-
 evaluation rolls out). `--settings` is the `alignment` config section as JSON (ngram_max, alpha, c,
 sample_size {k, draws, seed}, selection {size, seed, ...}).
 
-`select` writes two SFT subsets of the same size, in the SFT data's format: `aligned.parquet` (greedy,
-maximising A_KL(target‖subset)) and `random.parquet` (seeded), plus `selection.json`. The target's queries
+`select` writes SFT subsets of the same size, in the SFT data's format, those that `selection.subsets`
+names: `aligned.parquet` (greedy, maximising A_KL(target‖subset)), `random.parquet` (seeded) and
+`misaligned.parquet` (greedy, minimising it), plus `selection.json`. The target's queries
 only rank the training queries; no target query enters a subset.
 
 `analyse` writes `alignment.parquet` (one row per set: the training sets `sft_data`, `dpo_chosen`,
@@ -92,14 +93,17 @@ def select(args: argparse.Namespace) -> None:
             "subsets would be all of them. Fix: lower alignment.selection.size or roll out more examples."
         )
     candidates = [None if t is None else cache(t) for t in al.templates(completion_sql(data))]
-    picks = {
-        "aligned": al.greedy_select(target, candidates, size, cfg["alpha"]),
-        "random": al.random_select(len(data), size, sel["seed"]),
+    pickers = {
+        "aligned": lambda: al.greedy_select(target, candidates, size, cfg["alpha"]),
+        "random": lambda: al.random_select(len(data), size, sel["seed"]),
+        "misaligned": lambda: al.greedy_select(target, candidates, size, cfg["alpha"], misaligned=True),
     }
+    picks = {name: pickers[name]() for name in sel.get("subsets", ["aligned", "random"])}
     report: dict[str, Any] = {
         "pool": len(data),
         "size": size,
         "seed": sel["seed"],
+        "subsets": list(picks),
         "target_queries": target.queries,
     }
     pool = cache.distribution(t for t in al.templates(completion_sql(data)))
@@ -140,7 +144,8 @@ def training_sets(args: argparse.Namespace, variants: Sequence[str]) -> dict[str
         else:
             sets[f"{variant}_rewarded"] = rewarded
     if args.selection_dir is not None:
-        for name in SUBSETS:
+        made = json.loads((args.selection_dir / "selection.json").read_text()).get("subsets", SUBSETS[:2])
+        for name in made:
             subset = read_parquet(args.selection_dir / f"{name}.parquet", f"{name} selection")
             sets[f"sft_{name}"] = list(completion_sql(subset))
     return sets
@@ -251,7 +256,7 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser, sub = command_parser(__doc__)
     for name, func, help_text in (
-        ("select", select, "aligned and random SFT subsets of one size"),
+        ("select", select, "aligned, random and misaligned SFT subsets of one size"),
         ("analyse", analyse, "the alignment table, AR against ΔEX and the sample-size study"),
     ):
         p = sub.add_parser(name, help=help_text)

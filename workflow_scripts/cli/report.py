@@ -17,6 +17,7 @@ from workflow_scripts.report.html import build_report
 from workflow_scripts.report.pairs import pairs_section
 from workflow_scripts.report.record import reproducibility_record
 from workflow_scripts.report.rollout import repair_study_section, rollout_section
+from workflow_scripts.report.summary import DEMO_INTRO, summary_section
 from workflow_scripts.report.training import training_section
 
 
@@ -39,11 +40,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--adapter", action="append", default=[], metavar="NAME=DIR", help="a trained adapter"
     )
+    parser.add_argument("--intro", help="the Summary's opening text (report.intro)")
+    parser.add_argument("--demo", action="store_true", help="the run is the embedded demo (built-in intro)")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    sections = [
+    sections = []
+    if args.evaluation:
+        intro = args.intro or (DEMO_INTRO if args.demo else None)
+        sections.append(("summary", "Summary", summary_section(args.evaluation, args.alignment, intro)))
+    sections += [
         ("data", "Data sets", datasets_section(_named_dirs(args.dataset))),
         ("model", "Base model", model_section(args.model)),
     ]

@@ -78,14 +78,20 @@ def sample_size_figure(summary: pd.DataFrame) -> plt.Figure:
 
 
 def selection_table(selection: dict, table: pd.DataFrame, variants: pd.DataFrame) -> pd.DataFrame:
-    """The aligned and the random SFT subset: size, A_KL(target‖subset) and the EX of their adapters."""
+    """The selection study's SFT subsets: size, A_KL(target‖subset), AR and the EX of their adapters."""
     rows = []
     by_set = table.set_index("set")
     by_variant = variants.set_index("variant")
-    for name in ("aligned", "random"):
-        row = {"subset": name, "SFT examples": selection["size"], "A_KL(target‖subset)": math.nan}
+    for name in selection.get("subsets", ["aligned", "random"]):
+        row = {
+            "subset": name,
+            "SFT examples": selection["size"],
+            "A_KL(target‖subset)": math.nan,
+            "AR": math.nan,
+        }
         if f"sft_{name}" in by_set.index:
             row["A_KL(target‖subset)"] = by_set.loc[f"sft_{name}", "A_KL"]
+            row["AR"] = by_set.loc[f"sft_{name}"].get("AR", math.nan)
         if f"sft_{name}" in by_variant.index:
             v = by_variant.loc[f"sft_{name}"]
             row |= {c: v[c] for c in ("examples", "one-shot EX", "repair EX", "ΔEX one-shot", "ΔEX repair")}
@@ -135,9 +141,10 @@ def alignment_section(alignment_dir: Path) -> str:
     if selection:
         body += "<h3>Alignment-aware selection</h3>" + table_html(selection_table(selection, table, variants))
         body += (
-            f'<p class="note">Two SFT subsets of {selection["size"]} of the {selection["pool"]} SFT '
-            "examples: greedy, maximising A_KL(target‖subset), and seeded random; each trains an adapter "
-            "with the SFT settings, evaluated like a variant. The target's gold SQL only ranks training "
-            "queries; none of it enters the training data.</p>"
+            f'<p class="note">SFT subsets of {selection["size"]} of the {selection["pool"]} SFT '
+            "examples: <b>aligned</b> (greedy, maximising A_KL(target‖subset)), <b>random</b> (seeded) and "
+            "<b>misaligned</b> (greedy, minimising it); each trains an adapter with the same settings "
+            "(the SFT settings, with alignment.selection.max_steps), evaluated like a variant. The target's "
+            "gold SQL only ranks training queries; none of it enters the training data.</p>"
         )
     return section("alignment", "Alignment", body)

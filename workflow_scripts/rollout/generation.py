@@ -25,7 +25,7 @@ from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.model import check_model_dir
 
 Messages = list[dict[str, str]]
-BackendKind = Literal["auto", "vllm", "transformers"]
+BackendKind = Literal["auto", "prefer_vllm", "vllm", "transformers"]
 # Why generation of a completion ended: a stop string, the model's end-of-sequence token, the token budget
 # (`max_new_tokens`: the SQL may be cut off), or not at all because the prompt does not fit the context.
 FinishReason = Literal["stop", "eos", "length", "prompt_too_long"]
