@@ -61,10 +61,10 @@ def prompts(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[li
 
 @pytest.fixture(scope="module")
 def adapter(default_model: Path, tmp_path_factory: pytest.TempPathFactory, prompts) -> Path:
-    """A LoRA adapter from the project's SFT training (3 steps at a high learning rate towards one answer)."""
+    """A LoRA adapter from the project's SFT training (8 steps at a high learning rate towards one answer)."""
     rows = [{"prompt": p, "completion": [{"role": "assistant", "content": TARGET}]} for p in prompts[:4]]
     out = tmp_path_factory.mktemp("sft") / "adapter"
-    settings = TrainSettings(max_steps=3, learning_rate=2e-3, per_device_batch_size=2, max_length=512)
+    settings = TrainSettings(max_steps=8, learning_rate=1e-2, per_device_batch_size=2, max_length=512)
     train_sft(default_model, pd.DataFrame(rows), out, LoraSettings(), settings)
     return out
 
