@@ -5,7 +5,7 @@ import shlex
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from workflow_scripts.core.config import config_problem
+from workflow_scripts.core.config import DEFAULT_SUBSETS, config_problem
 
 min_version("9.0")
 
@@ -95,7 +95,7 @@ EVAL_RUNS = {f"eval_{v}": eval_run_entry(v) for v in VARIANTS}
 # random, misaligned), evaluated like a variant on the first alignment.selection.eval_limit examples
 # (rules/alignment.smk).
 SELECTION = config["alignment"]["selection"]
-SELECTION_SUBSETS = list(SELECTION.get("subsets", ["aligned", "random"])) if SELECTION["enabled"] else []
+SELECTION_SUBSETS = list(SELECTION.get("subsets", DEFAULT_SUBSETS)) if SELECTION["enabled"] else []
 SELECTION_LIMIT = SELECTION["eval_limit"] or config["evaluation"]["limit"]
 EVAL_RUNS.update(
     {f"eval_sft_{s}": {**eval_run_entry(f"sft_{s}"), "limit": SELECTION_LIMIT} for s in SELECTION_SUBSETS}

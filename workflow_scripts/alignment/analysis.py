@@ -21,8 +21,6 @@ VARIANT_TRAINING_SET = {
     "sft_random": "sft_random",
     "sft_misaligned": "sft_misaligned",
 }
-# The selection study's subsets (alignment.selection.subsets): greedy max A_KL, random, greedy min A_KL.
-SUBSETS = ("aligned", "random", "misaligned")
 BASE = "base"
 
 

@@ -42,7 +42,6 @@ import pandas as pd
 from workflow_scripts.alignment import kl as al
 from workflow_scripts.alignment.analysis import (
     BASE,
-    SUBSETS,
     completion_sql,
     correlation,
     first_turn_sql,
@@ -50,6 +49,7 @@ from workflow_scripts.alignment.analysis import (
 )
 from workflow_scripts.cli import command_parser, inherited_matching, read_parquet, run_cli, setup_logging
 from workflow_scripts.core.artifacts import atomic_path, write_json, write_parquet
+from workflow_scripts.core.config import DEFAULT_SUBSETS
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.evaluation.matrix import outcomes
 from workflow_scripts.train.data import sft_examples
@@ -98,7 +98,7 @@ def select(args: argparse.Namespace) -> None:
         "random": lambda: al.random_select(len(data), size, sel["seed"]),
         "misaligned": lambda: al.greedy_select(target, candidates, size, cfg["alpha"], misaligned=True),
     }
-    picks = {name: pickers[name]() for name in sel.get("subsets", ["aligned", "random"])}
+    picks = {name: pickers[name]() for name in sel.get("subsets", DEFAULT_SUBSETS)}
     report: dict[str, Any] = {
         "pool": len(data),
         "size": size,
@@ -144,7 +144,7 @@ def training_sets(args: argparse.Namespace, variants: Sequence[str]) -> dict[str
         else:
             sets[f"{variant}_rewarded"] = rewarded
     if args.selection_dir is not None:
-        made = json.loads((args.selection_dir / "selection.json").read_text()).get("subsets", SUBSETS[:2])
+        made = json.loads((args.selection_dir / "selection.json").read_text()).get("subsets", DEFAULT_SUBSETS)
         for name in made:
             subset = read_parquet(args.selection_dir / f"{name}.parquet", f"{name} selection")
             sets[f"sft_{name}"] = list(completion_sql(subset))

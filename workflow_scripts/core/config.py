@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+# alignment.selection.subsets when a config has no such key (the schema's default; the stages and the report
+# read it from a config or selection.json written before the key existed).
+DEFAULT_SUBSETS = ("aligned", "random")
+
 
 def config_problem(config: Mapping[str, Any]) -> str | None:
     """The first cross-key mistake of a schema-valid config, as a message naming the key and the fix."""

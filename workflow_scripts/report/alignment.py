@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from workflow_scripts.core.config import DEFAULT_SUBSETS
 from workflow_scripts.report.html import figure_html, section, table_html
 
 
@@ -82,7 +83,7 @@ def selection_table(selection: dict, table: pd.DataFrame, variants: pd.DataFrame
     rows = []
     by_set = table.set_index("set")
     by_variant = variants.set_index("variant")
-    for name in selection.get("subsets", ["aligned", "random"]):
+    for name in selection.get("subsets", DEFAULT_SUBSETS):
         row = {
             "subset": name,
             "SFT examples": selection["size"],
