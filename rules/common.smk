@@ -87,6 +87,9 @@ def eval_run_entry(variant):
         "num_samples": ev.get("num_samples", 1),
         "temperature": ev.get("temperature", 0.0) if ev.get("num_samples", 1) > 1 else 0.0,
         "answer": ev.get("answer", "greedy"),
+        # k repair candidates at repair_temperature; the first the repair scope's verifier accepts goes on
+        "repair_samples": ev.get("repair_samples", 1),
+        "repair_temperature": ev.get("repair_temperature", 0.0),
     }
 
 
@@ -167,5 +170,6 @@ SFT_DATA_FLAGS = " ".join(
     [
         "--include-gold" if config["training"]["sft_data"]["include_gold"] else "--no-include-gold",
         "--include-correct" if config["training"]["sft_data"]["include_correct"] else "--no-include-correct",
+        "--include-repair" if config["training"]["sft_data"].get("include_repair") else "--no-include-repair",
     ]
 )

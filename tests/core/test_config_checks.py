@@ -38,6 +38,10 @@ def broken(edit) -> str | None:
         (lambda c: c.update(eval_dataset="nope"), "eval_dataset names data set 'nope'"),
         (lambda c: c["evaluation"].update(num_samples=4, temperature=0.0), "evaluation.temperature > 0"),
         (lambda c: c["evaluation"].update(num_samples=1, answer="maj"), "evaluation.answer is maj"),
+        (
+            lambda c: c["evaluation"].update(repair_samples=4, repair_temperature=0.0),
+            "evaluation.repair_temperature > 0",
+        ),
         (lambda c: c["runs"]["train_mining"].update(dataset="nope"), "runs.train_mining.dataset"),
         (
             lambda c: c["mining"].update(runs=["missing_run"]),

@@ -111,6 +111,58 @@ def test_repair_loop_execution_feedback(data):
     assert summary["final_executable"] == 1.0
 
 
+def test_a_failure_at_the_turn_limit_keeps_the_feedback_a_further_turn_would_show(data):
+    one = rollout(data, ScriptedBackend(SCRIPT), max_turns=1, feedback_mode="execution")
+    peru = one[one["sql"].str.contains("nme")]
+    assert list(peru["stop_reason"]) == ["turn_limit"]
+    two = rollout(data, ScriptedBackend(SCRIPT), max_turns=2, feedback_mode="execution")
+    repaired = two[two["sql"].str.contains("nme")]
+    # the same text the two-turn run showed in its repair prompt
+    assert peru["feedback"].iloc[0] == repaired["feedback"].iloc[0]
+    assert "no such column: nme" in peru["feedback"].iloc[0]
+    # correct answers and failures out of the repair scope (a wrong but non-empty result) get none
+    assert one[one["stop_reason"] != "turn_limit"]["feedback"].isna().all()
+    assert one["feedback"].notna().sum() == 1
+
+
+class RecordingBackend(ScriptedBackend):
+    """A scripted backend that also records the sampling settings of each call."""
+
+    def __init__(self, script: dict[str, list[list[str]]]) -> None:
+        super().__init__(script)
+        self.samplings: list[SamplingConfig] = []
+
+    def generate(self, prompts, sampling):
+        self.samplings.append(sampling)
+        return super().generate(prompts, sampling)
+
+
+def test_sampled_repairs_go_on_from_the_first_candidate_the_verifier_accepts(data):
+    script = {
+        **SCRIPT,
+        "Names of singers from Peru?": [
+            ["SELECT nme FROM singer WHERE country = 'Peru'"],
+            # three repair candidates: an error, the right query (accepted: it runs and returns rows), another
+            ["SELECT nm FROM singer", "SELECT name FROM singer WHERE country = 'Peru'", "SELECT 1"],
+        ],
+    }
+    backend = RecordingBackend(script)
+    t = rollout(
+        data, backend, max_turns=2, feedback_mode="execution", repair_samples=3, repair_temperature=0.9
+    )
+    # greedy first turn, sampled repairs: the repair temperature applies to repair turns only
+    assert [(s.temperature, s.num_samples) for s in backend.samplings] == [(0.0, 1), (0.9, 3)]
+    peru = t[(t["turn"] == 2)]
+    assert len(peru) == 3 and peru["correct"].sum() == 1
+    summary = summarize(t, 3, 2)
+    assert summary["repair_attempted"] == 1 and summary["repair_success_rate"] == 1.0
+    assert summary["final_ex"] == pytest.approx(2 / 3)
+    # without a repair temperature the repairs take the first turn's (greedy here)
+    greedy = RecordingBackend(script)
+    rollout(data, greedy, max_turns=2, feedback_mode="execution", repair_samples=1)
+    assert [s.temperature for s in greedy.samplings] == [0.0, 0.0]
+
+
 def test_result_status_feedback_repairs_wrong_results_too(data):
     t = rollout(
         data, ScriptedBackend(SCRIPT), max_turns=3, feedback_mode="result_status", repair_scope="verified"

@@ -47,13 +47,16 @@ def prompt_of(question: str) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------------------- sft_examples
 
 
-def trajectory_row(example_id: str, turn: int, prompt: list, sql: str, correct: bool) -> dict:
+def trajectory_row(
+    example_id: str, turn: int, prompt: list, sql: str, correct: bool, feedback: str | None = None
+) -> dict:
     return {
         "example_id": example_id,
         "turn": turn,
         "prompt": json.dumps(prompt),
         "sql": sql,
         "correct": correct,
+        "feedback": feedback,
     }
 
 
@@ -65,9 +68,10 @@ def trajectories() -> pd.DataFrame:
         trajectory_row("e1", 1, p1, "SELECT count(*) FROM singer", True),
         trajectory_row("e1", 1, p1, "SELECT count(*) FROM singer", True),  # a second sample, same SQL
         trajectory_row("e1", 1, p1, "SELECT name FROM singer", False),
-        trajectory_row("e2", 1, p2, "SELECT x FROM singer", False),
+        trajectory_row("e2", 1, p2, "SELECT x FROM singer", False, "Error: no such column: x"),
         trajectory_row("e2", 2, r2, "SELECT name FROM singer", True),  # a correct repair
-        trajectory_row("e2", 2, r2, "SELECT age FROM singer", False),
+        # the turn limit: its feedback is what a further repair prompt would show
+        trajectory_row("e2", 2, r2, "SELECT age FROM singer", False, "The query returned no rows."),
     ])  # fmt: skip
 
 
@@ -123,6 +127,41 @@ def test_sft_examples_is_deterministic_and_merges_runs(trajectories, examples):
     )
     assert len(merged) == len(a) + 1
     assert sft_examples([trajectories], examples, include_gold=False, include_correct=False).empty
+
+
+def test_sft_examples_with_repair_teaches_gold_under_each_repair_prompt(trajectories, examples):
+    df = sft_examples([trajectories], examples, include_gold=True, include_correct=True, include_repair=True)
+    repair = df[df["source"] == "repair"]
+    # e2's two candidates with feedback: the repaired one (its repair prompt is r2, the prompt of the next
+    # turn) and the one at the turn limit (a repair prompt no turn used); both built from the FIRST prompt
+    assert repair["example_id"].tolist() == ["e2", "e2"]
+    prompts = repair["prompt"].tolist()
+    assert (
+        prompt_of("q2")
+        + [
+            {"role": "assistant", "content": "SELECT x FROM singer"},
+            {"role": "user", "content": "Error: no such column: x"},
+        ]
+        in prompts
+    )
+    assert json.loads(trajectories["prompt"].iloc[4]) in prompts  # the rollout's own repair prompt, r2
+    assert (
+        prompt_of("q2")
+        + [
+            {"role": "assistant", "content": "SELECT age FROM singer"},
+            {"role": "user", "content": "The query returned no rows."},
+        ]
+        in prompts
+    )
+    gold = [{"role": "assistant", "content": "SELECT name FROM singer"}]
+    assert all(c == gold for c in repair["completion"])
+    # the first-turn rows are those without include_repair, and repair rows need no include_gold
+    without = sft_examples([trajectories], examples, include_gold=True, include_correct=True)
+    assert as_tuples(df[df["source"] != "repair"]) == as_tuples(without)
+    alone = sft_examples(
+        [trajectories], examples, include_gold=False, include_correct=False, include_repair=True
+    )
+    assert alone["source"].tolist() == ["repair", "repair"]
 
 
 def test_sft_examples_names_missing_columns(trajectories, examples):

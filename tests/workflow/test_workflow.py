@@ -113,6 +113,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, default_model: Path) -> Pa
             "training.grpo.max_new_tokens": 16,
             "training.grpo.limit": 2,
             "evaluation.limit": 3,
+            # every variant, including those the demo's config leaves out for time
+            "evaluation.variants": ["base", "sft", "dpo", "sft_dpo", "grpo", "sft_grpo"],
             # Tiny rollouts of a 135M model give few natural pairs: no caps, so the DPO set is never empty.
             "merge.input_fractions": {},
             "merge.type_fractions": {},

@@ -71,7 +71,11 @@ def sft_data(args: argparse.Namespace) -> pd.DataFrame:
     examples = read_parquet(args.data_dir / "examples.parquet", "examples")
     trajectories = [read_parquet(p, "trajectories") for p in args.trajectories]
     return sft_examples(
-        trajectories, examples, include_gold=args.include_gold, include_correct=args.include_correct
+        trajectories,
+        examples,
+        include_gold=args.include_gold,
+        include_correct=args.include_correct,
+        include_repair=args.include_repair,
     )
 
 
@@ -85,7 +89,9 @@ def select(args: argparse.Namespace) -> None:
     target = cache.distribution(
         al.templates(target_examples(args.target_examples, args.target_limit)["gold_sql"])
     )
+    # the pool is the first-turn SFT rows: a repair row repeats its example's gold SQL under another prompt
     data = sft_data(args)
+    data = data[data["source"] != "repair"].reset_index(drop=True)
     size = sel["size"]
     if size >= len(data):
         raise UserError(
@@ -266,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--trajectories", type=Path, nargs="+", required=True, help="the SFT data's rollouts")
         p.add_argument("--include-gold", action=argparse.BooleanOptionalAction, default=True)
         p.add_argument("--include-correct", action=argparse.BooleanOptionalAction, default=True)
+        p.add_argument("--include-repair", action=argparse.BooleanOptionalAction, default=False)
         p.add_argument("--settings", required=True, help="the `alignment` config section as JSON")
         p.add_argument("--out-dir", type=Path, required=True)
         p.set_defaults(func=func)

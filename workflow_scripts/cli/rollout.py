@@ -145,6 +145,7 @@ def gather(run_name: str, run: dict[str, Any], shard_files: list[Path], out_dir:
     summary["answer"] = run.get("answer", "all")
     summary["evidence"] = run.get("evidence", "auto")
     summary["top_p"] = run.get("top_p")
+    summary["repair_temperature"] = run.get("repair_temperature")
     summary["prompt_template_sha256"] = prompt_template_sha256()
     write_parquet(trajectories, out_dir / "trajectories.parquet", provenance)
     write_parquet(grpo_groups(trajectories), out_dir / "grpo_rollouts.parquet", provenance)
@@ -183,7 +184,11 @@ def study(
         raise UserError(f"{first_turn_file} has no example of {data_dir}. Fix: rerun its rollout.")
     gold = pd.read_parquet(data_dir / "gold.parquet")
     schema = pd.read_parquet(data_dir / "schema.parquet")
-    base = RolloutSettings.from_config({**run, "max_turns": study_cfg["max_turns"]})
+    # greedy repairs, one per prompt, whatever the eval run samples: repair prompts shared by several
+    # modes and scopes are then generated once, and the modes differ only in what the feedback reveals
+    base = RolloutSettings.from_config(
+        {**run, "max_turns": study_cfg["max_turns"], "repair_samples": 1, "repair_temperature": 0.0}
+    )
     prepared = prepare_examples(examples.reset_index(drop=True), gold, schema, base, read_gold_ts(data_dir))
     try:
         first_turn = first_turn_outputs(first, prepared)

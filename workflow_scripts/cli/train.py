@@ -1,7 +1,7 @@
 """Stage `train`: LoRA SFT on correct SQL, DPO on mined preference pairs, and GRPO rewarded by the sandbox.
 
 python -m workflow_scripts.cli.train sft --model M --data-dir D --trajectories T1 [T2 ...] --settings JSON
-    --out DIR [--no-include-gold] [--no-include-correct]
+    --out DIR [--no-include-gold] [--no-include-correct] [--include-repair]
 python -m workflow_scripts.cli.train sft --model M --sft-data SUBSET.parquet --settings JSON --out DIR
 python -m workflow_scripts.cli.train dpo --model M --pairs results/pairs/merged/train.parquet
     --settings JSON [--init-adapter DIR] --out DIR
@@ -74,13 +74,18 @@ def sft(args: argparse.Namespace) -> None:
         examples = read_parquet(args.data_dir / "examples.parquet", "examples")
         trajectories = [read_parquet(path, "trajectories") for path in args.trajectories]
         data = sft_examples(
-            trajectories, examples, include_gold=args.include_gold, include_correct=args.include_correct
+            trajectories,
+            examples,
+            include_gold=args.include_gold,
+            include_correct=args.include_correct,
+            include_repair=args.include_repair,
         )
         provenance = {
             "data_dir": str(args.data_dir),
             "trajectories": [str(p) for p in args.trajectories],
             "include_gold": args.include_gold,
             "include_correct": args.include_correct,
+            "include_repair": args.include_repair,
             "matching": inherited_matching(args.trajectories),
         }
     log.info(
@@ -173,6 +178,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--include-gold", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--include-correct", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--include-repair",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also the gold SQL under each repair prompt of the rollouts (teaches repair from feedback)",
+    )
     p.add_argument("--settings", default="{}", help="training settings as JSON")
     p.add_argument("--out", type=Path, required=True, help="the adapter directory to write")
     p.set_defaults(func=sft)

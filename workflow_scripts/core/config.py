@@ -51,6 +51,13 @@ def config_problem(config: Mapping[str, Any]) -> str | None:
             f"{ev.get('temperature', 0.0)}: greedy samples are all the same. "
             "Fix: set evaluation.temperature > 0."
         )
+    if ev.get("repair_samples", 1) > 1 and not ev.get("repair_temperature", 0.0) > 0:
+        return (
+            f"config key evaluation.repair_samples is {ev['repair_samples']} but "
+            f"evaluation.repair_temperature is {ev.get('repair_temperature', 0.0)}: greedy repair candidates "
+            "are all the same. "
+            "Fix: set evaluation.repair_temperature > 0."
+        )
     if ev.get("answer", "greedy") == "maj" and ev.get("num_samples", 1) < 2:
         return (
             "config key evaluation.answer is maj, but evaluation.num_samples is 1: maj@k votes over several "

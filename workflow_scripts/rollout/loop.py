@@ -317,7 +317,13 @@ def run_rollout(
 
     scope: RepairScope = settings.repair_scope  # type: ignore[assignment]
     first_sampling = settings.sampling
-    repair_sampling = SamplingConfig(**{**first_sampling.__dict__, "num_samples": settings.repair_samples})
+    repair_sampling = SamplingConfig(**{
+        **first_sampling.__dict__,
+        "num_samples": settings.repair_samples,
+        "temperature": first_sampling.temperature
+        if settings.repair_temperature is None
+        else settings.repair_temperature,
+    })  # fmt: skip
     generated: list[_Candidate] = []
     feedback_of: dict[str, str] = {}
     turns = tqdm(range(1, settings.max_turns + 1), desc="rollout turns", disable=not progress, unit="turn")
@@ -332,24 +338,10 @@ def run_rollout(
         else:
             requests = []
             for head in heads:
-                ex = examples[head.example]
-                assert head.result is not None
-                text = feedback_text(
-                    head.sql,
-                    head.result,
-                    mode=settings.feedback_mode,
-                    detail=settings.feedback_detail,  # type: ignore[arg-type]
-                    shown=ex.shown,
-                    all_tables=ex.all_tables,
-                    gold=_gold_shape(ex, settings.feedback_mode),
-                    verdict=head.verdict,
-                    guards=head.guards,
-                )
                 head_id = head.id(examples)
-                feedback_of[head_id] = text
-                requests.append(
-                    (head.example, head.sample, head_id, repair_prompt(ex.prompt, head.sql, text))
-                )
+                feedback_of[head_id] = text = _feedback(head, examples[head.example], settings)
+                prompt = repair_prompt(examples[head.example].prompt, head.sql, text)
+                requests.append((head.example, head.sample, head_id, prompt))
             sampling = repair_sampling
         if not requests:
             break
@@ -368,6 +360,8 @@ def run_rollout(
                 head.stop_reason = "correct" if head.verdict == "correct" else "out_of_scope"
             elif turn == settings.max_turns:
                 head.stop_reason = "turn_limit"
+                # the feedback a further turn would show: SFT data can teach repair from it (include_repair)
+                feedback_of[head.id(examples)] = _feedback(head, examples[head.example], settings)
             else:
                 heads.append(head)
         turns.set_postfix(failing=len(heads))
@@ -375,6 +369,22 @@ def run_rollout(
     for row in rows:
         row["feedback"] = feedback_of.get(row["candidate_id"])
     return pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)
+
+
+def _feedback(head: _Candidate, ex: PreparedExample, settings: RolloutSettings) -> str:
+    """The execution feedback on a failed candidate that its repair prompt shows, in the run's mode."""
+    assert head.result is not None
+    return feedback_text(
+        head.sql,
+        head.result,
+        mode=settings.feedback_mode,
+        detail=settings.feedback_detail,  # type: ignore[arg-type]
+        shown=ex.shown,
+        all_tables=ex.all_tables,
+        gold=_gold_shape(ex, settings.feedback_mode),
+        verdict=head.verdict,
+        guards=head.guards,
+    )
 
 
 def _heads(candidates: list[_Candidate]) -> list[_Candidate]:

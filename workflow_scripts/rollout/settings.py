@@ -26,6 +26,9 @@ class RolloutSettings:
     feedback_detail: str = "column"
     repair_scope: str = "online_guarded"
     repair_samples: int = 1
+    # temperature of the repair turns (None: the first turn's); with repair_samples > 1 and a temperature > 0
+    # the repair candidates differ, and the trajectory goes on from the first one its verifier accepts
+    repair_temperature: float | None = None
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     # `prompt.evidence`: show an example's evidence (BIRD's external knowledge) in its prompt: "auto" (when
     # the example has one: BIRD-style data), True (same; the key says it is wanted) or False (never).
@@ -63,6 +66,7 @@ class RolloutSettings:
             feedback_detail=run["feedback_detail"],
             repair_scope=run["repair_scope"],
             repair_samples=run["repair_samples"],
+            repair_temperature=run.get("repair_temperature"),
             evidence=run.get("evidence", "auto"),
             answer=run.get("answer", "all"),
             sampling=SamplingConfig(

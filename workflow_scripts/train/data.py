@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.rollout.prompts import repair_prompt
 from workflow_scripts.train.settings import TrainSettings
 
 Messages = list[dict[str, str]]
@@ -25,6 +26,7 @@ def sft_examples(
     *,
     include_gold: bool,
     include_correct: bool,
+    include_repair: bool = False,
 ) -> pd.DataFrame:
     """Return SFT examples: conversational `prompt` messages and a one-message assistant `completion`.
 
@@ -34,12 +36,17 @@ def sft_examples(
     (not the repair prompt), so SFT teaches getting the query right at once rather than after feedback.
     With `include_gold`, the gold SQL of `examples` (columns `id`, `gold_sql`) is a completion under each
     distinct first-turn prompt of the example (examples without trajectories have no prompt, so no row).
+    With `include_repair`, the gold SQL is also a completion under the repair prompt of each candidate that
+    got execution feedback (column `feedback`: the first prompt, the failed SQL and the feedback on it, as the
+    rollout builds it, whether or not a repair turn followed), so SFT also teaches using feedback.
 
     Rows with the same prompt and SQL are kept once (a gold row wins over an equal model row); the order is
     sorted by example id, prompt, SQL and source, so it does not depend on the order of the inputs. Columns:
-    `example_id`, `source` ("gold" or "model"), `prompt`, `completion`.
+    `example_id`, `source` ("gold", "model", or "repair": gold under a repair prompt), `prompt`, `completion`.
     """
-    gold_sql = dict(zip(examples["id"], examples["gold_sql"], strict=True)) if include_gold else {}
+    gold_sql = (
+        dict(zip(examples["id"], examples["gold_sql"], strict=True)) if include_gold or include_repair else {}
+    )
     rows: list[tuple[str, str, str, str]] = []
     for index, frame in enumerate(trajectories):
         require_columns(frame, TRAJECTORY_COLUMNS, f"trajectories #{index + 1}")
@@ -52,9 +59,17 @@ def sft_examples(
                 prompt = row.prompt if row.turn == 1 else first_prompt.get(row.example_id)
                 if prompt is not None:
                     rows.append((row.example_id, "model", prompt, row.sql.strip()))
-        for example_id, prompt in first_prompt.items():
-            if example_id in gold_sql:
-                rows.append((example_id, "gold", prompt, str(gold_sql[example_id]).strip()))
+        if include_gold:
+            for example_id, prompt in first_prompt.items():
+                if example_id in gold_sql:
+                    rows.append((example_id, "gold", prompt, str(gold_sql[example_id]).strip()))
+        if include_repair and "feedback" in frame:
+            for row in frame[frame["feedback"].notna()].itertuples(index=False):
+                first = first_prompt.get(row.example_id)
+                if first is not None and row.example_id in gold_sql:
+                    failed = "" if pd.isna(row.sql) else str(row.sql)
+                    prompt = json.dumps(repair_prompt(json.loads(first), failed, str(row.feedback)))
+                    rows.append((row.example_id, "repair", prompt, str(gold_sql[row.example_id]).strip()))
     table = pd.DataFrame(rows, columns=["example_id", "source", "prompt_json", "sql"])
     table = table.sort_values(["example_id", "prompt_json", "sql", "source"], kind="stable")
     table = table.drop_duplicates(["prompt_json", "sql"]).reset_index(drop=True)
