@@ -136,23 +136,16 @@ def test_sft_examples_with_repair_teaches_gold_under_each_repair_prompt(trajecto
     # turn) and the one at the turn limit (a repair prompt no turn used); both built from the FIRST prompt
     assert repair["example_id"].tolist() == ["e2", "e2"]
     prompts = repair["prompt"].tolist()
-    assert (
-        prompt_of("q2")
-        + [
-            {"role": "assistant", "content": "SELECT x FROM singer"},
-            {"role": "user", "content": "Error: no such column: x"},
+
+    def after_q2(failed: str, feedback: str) -> list[dict[str, str]]:
+        return prompt_of("q2") + [
+            {"role": "assistant", "content": failed},
+            {"role": "user", "content": feedback},
         ]
-        in prompts
-    )
+
+    assert after_q2("SELECT x FROM singer", "Error: no such column: x") in prompts
     assert json.loads(trajectories["prompt"].iloc[4]) in prompts  # the rollout's own repair prompt, r2
-    assert (
-        prompt_of("q2")
-        + [
-            {"role": "assistant", "content": "SELECT age FROM singer"},
-            {"role": "user", "content": "The query returned no rows."},
-        ]
-        in prompts
-    )
+    assert after_q2("SELECT age FROM singer", "The query returned no rows.") in prompts
     gold = [{"role": "assistant", "content": "SELECT name FROM singer"}]
     assert all(c == gold for c in repair["completion"])
     # the first-turn rows are those without include_repair, and repair rows need no include_gold

@@ -317,13 +317,7 @@ def run_rollout(
 
     scope: RepairScope = settings.repair_scope  # type: ignore[assignment]
     first_sampling = settings.sampling
-    repair_sampling = SamplingConfig(**{
-        **first_sampling.__dict__,
-        "num_samples": settings.repair_samples,
-        "temperature": first_sampling.temperature
-        if settings.repair_temperature is None
-        else settings.repair_temperature,
-    })  # fmt: skip
+    repair_sampling = settings.repair_sampling
     generated: list[_Candidate] = []
     feedback_of: dict[str, str] = {}
     turns = tqdm(range(1, settings.max_turns + 1), desc="rollout turns", disable=not progress, unit="turn")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workflow_scripts.core.errors import UserError
@@ -52,6 +52,14 @@ class RolloutSettings:
             raise ValueError(f"prompt.evidence must be true, false or auto, not {self.evidence!r}")
         if self.repair_scope not in REPAIR_SCOPES:
             raise ValueError(f"unknown repair scope {self.repair_scope!r}; known: {', '.join(REPAIR_SCOPES)}")
+
+    @property
+    def repair_sampling(self) -> SamplingConfig:
+        """Repair turns: `repair_samples` candidates at `repair_temperature` (None: the first turn's)."""
+        temperature = (
+            self.sampling.temperature if self.repair_temperature is None else self.repair_temperature
+        )
+        return replace(self.sampling, num_samples=self.repair_samples, temperature=temperature)
 
     @classmethod
     def from_config(cls, run: Mapping[str, Any]) -> RolloutSettings:
