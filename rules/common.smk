@@ -90,6 +90,7 @@ def eval_run_entry(variant):
         # k repair candidates at repair_temperature; the first the repair scope's verifier accepts goes on
         "repair_samples": ev.get("repair_samples", 1),
         "repair_temperature": ev.get("repair_temperature", 0.0),
+        "repair_prompt": ev.get("repair_prompt", "conversation"),
     }
 
 

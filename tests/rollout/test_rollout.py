@@ -125,6 +125,68 @@ def test_a_failure_at_the_turn_limit_keeps_the_feedback_a_further_turn_would_sho
     assert one["feedback"].notna().sum() == 1
 
 
+class RefocusBackend:
+    """Turn 1: each question's scripted answer; a refocused repair prompt (one user message with a note):
+    a query over the first table its schema shows; a conversation repair prompt: the turn-1 answer again."""
+
+    name = "refocus"
+
+    def __init__(self, first: dict[str, str]) -> None:
+        self.first = first
+        self.prompts: list[list[dict[str, str]]] = []
+
+    def generate(self, prompts, sampling):
+        self.prompts += prompts
+        out = []
+        for messages in prompts:
+            user = messages[1]["content"]
+            question = user.rsplit("Question: ", 1)[1].split("\n", 1)[0]
+            if "\nNote: " in user:
+                table = user.split("CREATE TABLE ", 1)[1].split(" ", 1)[0]
+                sql = f"SELECT venue FROM {table} WHERE year = 2012"
+            else:
+                sql = self.first[question]
+            out.append([Completion(sql, 10, 5, 0.01)])
+        return out
+
+
+def test_a_refocused_repair_asks_the_question_anew_over_the_tables_that_own_the_column(data):
+    first = {
+        "How many singers are there?": "SELECT count(*) FROM singer",
+        # `venue` read from the wrong table: concert owns it
+        "Venues of concerts in 2012?": "SELECT venue FROM singer WHERE year = 2012",
+        # no table has `nme`: nothing to refocus on, the conversation prompt instead
+        "Names of singers from Peru?": "SELECT nme FROM singer WHERE country = 'Peru'",
+    }
+    ids = dict(zip(QUESTIONS, data["examples"]["id"], strict=True))
+    runs = {}
+    for mode in ("conversation", "refocus"):
+        backend = RefocusBackend(first)
+        t = rollout(data, backend, max_turns=2, feedback_detail="column", repair_prompt=mode)
+        runs[mode] = (t, backend.prompts[3:])
+    t, prompts = runs["refocus"]
+    venues = t[t["example_id"] == ids["Venues of concerts in 2012?"]].sort_values("turn")
+    assert list(venues["verdict"]) == ["no_such_column", "correct"]
+    refocused = json.loads(venues["prompt"].iloc[1])
+    assert [m["role"] for m in refocused] == ["system", "user"]
+    assert "CREATE TABLE concert" in refocused[1]["content"]
+    assert "CREATE TABLE singer" not in refocused[1]["content"]
+    assert refocused[1]["content"].endswith(
+        "Question: Venues of concerts in 2012?\nNote: The query failed with a SQLite error: no such column: "
+        "venue\nSQL:"
+    )
+    # the failure with no owning table keeps the conversation: first prompt, failed SQL, feedback
+    peru = t[t["example_id"] == ids["Names of singers from Peru?"]].sort_values("turn")
+    assert [m["role"] for m in json.loads(peru["prompt"].iloc[1])] == ["system", "user", "assistant", "user"]
+    assert len(prompts) == 2
+    # under the conversation prompt the same backend repeats its SQL and fixes nothing
+    conversation, _ = runs["conversation"]
+    assert summarize(conversation, 3, 2)["repair_success_rate"] == 0.0
+    assert summarize(t, 3, 2)["repair_success_rate"] == pytest.approx(1 / 2)
+    with pytest.raises(ValueError, match="repair_prompt must be one of conversation, refocus"):
+        RolloutSettings(repair_prompt="fresh")
+
+
 class RecordingBackend(ScriptedBackend):
     """A scripted backend that also records the sampling settings of each call."""
 

@@ -146,6 +146,7 @@ def gather(run_name: str, run: dict[str, Any], shard_files: list[Path], out_dir:
     summary["evidence"] = run.get("evidence", "auto")
     summary["top_p"] = run.get("top_p")
     summary["repair_temperature"] = run.get("repair_temperature")
+    summary["repair_prompt"] = run.get("repair_prompt", "conversation")
     summary["prompt_template_sha256"] = prompt_template_sha256()
     write_parquet(trajectories, out_dir / "trajectories.parquet", provenance)
     write_parquet(grpo_groups(trajectories), out_dir / "grpo_rollouts.parquet", provenance)

@@ -25,7 +25,8 @@ def rollout_metrics_table(summaries: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame([{
         "run": name, "data set": s["dataset"], "turns": s["max_turns"],
         "feedback": (
-            f"{s['feedback_mode']} / {s['feedback_detail']} / {s.get('repair_scope', '-')}"
+            f"{s['feedback_mode']} / {s['feedback_detail']} / {s.get('repair_scope', '-')} / "
+            f"{s.get('repair_prompt', 'conversation')}"
             if s["max_turns"] > 1
             else "-"
         ),
@@ -112,10 +113,13 @@ def rollout_section(run_dirs: dict[str, Path], recall_file: Path | None) -> str:
     body = table_html(rollout_metrics_table(summaries))
     body += (
         '<p class="note">EX is at example level (any sample\'s final answer correct). Repair SR is the share '
-        "of repaired trajectories that end correct. Feedback is mode / detail / repair scope: "
+        "of repaired trajectories that end correct. Feedback is mode / detail / repair scope / repair "
+        "prompt: "
         "<code>online_visible</code> (alias <code>execution</code>) says only what a deployed system sees; "
         "<code>result_status</code> also whether the result matches gold. The repair scope says which "
-        "failures are repaired (<code>verified</code> needs a gold verifier).</p>"
+        "failures are repaired (<code>verified</code> needs a gold verifier). The repair prompt is the "
+        "<code>conversation</code> (first prompt, failed SQL, feedback) or <code>refocus</code> (a column "
+        "read from the wrong table: the question anew over the tables that own it).</p>"
     )
     body += "<h3>Failures by turn</h3>" + figure_html(errors_by_turn_figure(trajectories), "failures by turn")
     for name, t in trajectories.items():

@@ -126,6 +126,16 @@ def similar_columns(column: str, tables: Sequence[Table], n: int = 3) -> list[st
     return [q for q, c in qualified.items() if c in close][:n]
 
 
+def refocus_tables(result: ExecResult, all_tables: Sequence[Table]) -> list[Table]:
+    """Return the tables (schema order) that own the unknown column of a `no such column` error; empty for
+    any other attempt, or when no table has the column."""
+    if result.error_class != "no_such_column":
+        return []
+    ident = _identifier(result.error_message or "", "no such column") or ""
+    owners = set(column_owners(ident.rpartition(".")[2], all_tables))
+    return [t for t in all_tables if t.name in owners]
+
+
 def schema_columns_text(tables: Sequence[Table]) -> str:
     """Return `table(col, col, ...)` for each table, one per line."""
     return "\n".join(f"- {t.name}({', '.join(c.name for c in t.columns)})" for t in tables)

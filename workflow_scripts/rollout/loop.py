@@ -30,6 +30,7 @@ from workflow_scripts.rollout.feedback import (
     GoldShape,
     RepairScope,
     feedback_text,
+    refocus_tables,
     repair_signal,
 )
 from workflow_scripts.rollout.generation import Backend, Completion, SamplingConfig
@@ -74,6 +75,7 @@ class PreparedExample:
     gold_tables: list[str]
     table_recall: float | None
     prompt: Messages
+    evidence: str | None = None  # as the prompt shows it
     # test-suite checks (database, gold result there, order matters): correct only when it matches on all
     ts_gold: tuple[TsGold, ...] = ()
 
@@ -144,6 +146,7 @@ def prepare_examples(
                     row.question,
                     evidence,
                 ),
+                evidence=evidence,
                 ts_gold=tuple(checks.get(str(row.id), ())),
             )
         )
@@ -334,7 +337,7 @@ def run_rollout(
             for head in heads:
                 head_id = head.id(examples)
                 feedback_of[head_id] = text = _feedback(head, examples[head.example], settings)
-                prompt = repair_prompt(examples[head.example].prompt, head.sql, text)
+                prompt = _repair_prompt(head, examples[head.example], settings, text)
                 requests.append((head.example, head.sample, head_id, prompt))
             sampling = repair_sampling
         if not requests:
@@ -379,6 +382,25 @@ def _feedback(head: _Candidate, ex: PreparedExample, settings: RolloutSettings) 
         verdict=head.verdict,
         guards=head.guards,
     )
+
+
+def _repair_prompt(
+    head: _Candidate, ex: PreparedExample, settings: RolloutSettings, feedback: str
+) -> Messages:
+    """The prompt of a failed candidate's repair turn.
+
+    `conversation`: the first prompt, the failed SQL and the feedback. `refocus`, for a column the query
+    reads from the wrong table: a first-turn prompt over the tables that own the column, noting the error
+    (the feedback's first line); a small model repeats its SQL under the conversation, but answers the
+    question anew over the refocused schema. Other failures get the conversation.
+    """
+    assert head.result is not None
+    if settings.repair_prompt == "refocus":
+        tables = refocus_tables(head.result, ex.all_tables)
+        if tables:
+            schema = schema_prompt(tables, with_values=settings.cell_values > 0)
+            return first_prompt(schema, ex.question, ex.evidence, note=feedback.splitlines()[0])
+    return repair_prompt(ex.prompt, head.sql, feedback)
 
 
 def _heads(candidates: list[_Candidate]) -> list[_Candidate]:

@@ -11,6 +11,7 @@ from workflow_scripts.rollout.feedback import REPAIR_SCOPES, canonical_mode
 from workflow_scripts.rollout.generation import SamplingConfig
 
 ANSWERS = ("all", "greedy", "maj")
+REPAIR_PROMPTS = ("conversation", "refocus")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class RolloutSettings:
     # temperature of the repair turns (None: the first turn's); with repair_samples > 1 and a temperature > 0
     # the repair candidates differ, and the trajectory goes on from the first one its verifier accepts
     repair_temperature: float | None = None
+    # the repair prompt: "conversation" (first prompt, failed SQL, feedback) or "refocus" (a column read from
+    # the wrong table: the question anew over the tables that own it; `loop._repair_prompt`)
+    repair_prompt: str = "conversation"
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     # `prompt.evidence`: show an example's evidence (BIRD's external knowledge) in its prompt: "auto" (when
     # the example has one: BIRD-style data), True (same; the key says it is wanted) or False (never).
@@ -50,6 +54,10 @@ class RolloutSettings:
         object.__setattr__(self, "feedback_mode", canonical_mode(self.feedback_mode))
         if self.evidence not in (True, False, "auto"):
             raise ValueError(f"prompt.evidence must be true, false or auto, not {self.evidence!r}")
+        if self.repair_prompt not in REPAIR_PROMPTS:
+            raise ValueError(
+                f"repair_prompt must be one of {', '.join(REPAIR_PROMPTS)}, not {self.repair_prompt!r}"
+            )
         if self.repair_scope not in REPAIR_SCOPES:
             raise ValueError(f"unknown repair scope {self.repair_scope!r}; known: {', '.join(REPAIR_SCOPES)}")
 
@@ -75,6 +83,7 @@ class RolloutSettings:
             repair_scope=run["repair_scope"],
             repair_samples=run["repair_samples"],
             repair_temperature=run.get("repair_temperature"),
+            repair_prompt=run.get("repair_prompt", "conversation"),
             evidence=run.get("evidence", "auto"),
             answer=run.get("answer", "all"),
             sampling=SamplingConfig(
