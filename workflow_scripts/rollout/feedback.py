@@ -113,10 +113,15 @@ def alias_bindings(sql: str) -> dict[str, str]:
     return bindings
 
 
-def column_owners(column: str, tables: Sequence[Table]) -> list[str]:
+def owning_tables(column: str, tables: Sequence[Table]) -> list[Table]:
     """Return the tables (schema order) that have a column named `column` (case-insensitive)."""
     name = column.lower()
-    return [t.name for t in tables if any(c.name.lower() == name for c in t.columns)]
+    return [t for t in tables if any(c.name.lower() == name for c in t.columns)]
+
+
+def column_owners(column: str, tables: Sequence[Table]) -> list[str]:
+    """Return the names of the tables (schema order) that have a column named `column`."""
+    return [t.name for t in owning_tables(column, tables)]
 
 
 def similar_columns(column: str, tables: Sequence[Table], n: int = 3) -> list[str]:
@@ -132,8 +137,12 @@ def refocus_tables(result: ExecResult, all_tables: Sequence[Table]) -> list[Tabl
     if result.error_class != "no_such_column":
         return []
     ident = _identifier(result.error_message or "", "no such column") or ""
-    owners = set(column_owners(ident.rpartition(".")[2], all_tables))
-    return [t for t in all_tables if t.name in owners]
+    return owning_tables(ident.rpartition(".")[2], all_tables)
+
+
+def error_line(result: ExecResult) -> str:
+    """The first line of the feedback on a query that failed with an SQLite error."""
+    return f"The query failed with a SQLite error: {result.error_message}"
 
 
 def schema_columns_text(tables: Sequence[Table]) -> str:
@@ -259,7 +268,7 @@ def feedback_text(
     elif result.error_class == "empty_query":
         lines.append("No SQL query was found in your answer. Reply with one SELECT statement only.")
     elif result.status != "ok":
-        lines.append(f"The query failed with a SQLite error: {result.error_message}")
+        lines.append(error_line(result))
         if column_aware:
             lines += error_detail(result, sql, shown, all_tables)
     else:

@@ -29,6 +29,7 @@ from workflow_scripts.rollout.extraction import extract_sql
 from workflow_scripts.rollout.feedback import (
     GoldShape,
     RepairScope,
+    error_line,
     feedback_text,
     refocus_tables,
     repair_signal,
@@ -390,8 +391,8 @@ def _repair_prompt(
     """The prompt of a failed candidate's repair turn.
 
     `conversation`: the first prompt, the failed SQL and the feedback. `refocus`, for a column the query
-    reads from the wrong table: a first-turn prompt over the tables that own the column, noting the error
-    (the feedback's first line); a small model repeats its SQL under the conversation, but answers the
+    reads from the wrong table: a first-turn prompt over the tables that own the column, noting the SQLite
+    error as the feedback words it; a small model repeats its SQL under the conversation, but answers the
     question anew over the refocused schema. Other failures get the conversation.
     """
     assert head.result is not None
@@ -399,7 +400,7 @@ def _repair_prompt(
         tables = refocus_tables(head.result, ex.all_tables)
         if tables:
             schema = schema_prompt(tables, with_values=settings.cell_values > 0)
-            return first_prompt(schema, ex.question, ex.evidence, note=feedback.splitlines()[0])
+            return first_prompt(schema, ex.question, ex.evidence, note=error_line(head.result))
     return repair_prompt(ex.prompt, head.sql, feedback)
 
 
