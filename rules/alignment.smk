@@ -44,7 +44,7 @@ rule alignment_select:
 
 rule train_sft_subset:
     input:
-        model=config["model"]["path"],
+        model=MODEL_DIR,
         data="results/alignment/selection/{subset}.parquet",
     output:
         directory(f"{ADAPTER_DIR}/sft_{{subset}}"),

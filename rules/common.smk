@@ -1,11 +1,13 @@
 import json
 import os
+import re
 import shlex
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from workflow_scripts.core.config import DEFAULT_SUBSETS, config_problem
+from workflow_scripts.core.packaged import MODELS_DIR, PACKAGED_MODELS, model_dir
 
 min_version("9.0")
 
@@ -13,7 +15,8 @@ min_version("9.0")
 validate(config, "../schemas/config.schema.yaml")
 
 DEMO_DIR = "resources/demo"
-DEFAULT_MODEL_DIR = "resources/models/smollm2-135m-instruct"
+# The base model's directory: model.path itself, or resources/models/<name> for a packaged model's name.
+MODEL_DIR = model_dir(config["model"]["path"])
 DATASETS = sorted(config["datasets"])
 # The data sets a run or a predictions file reads: only these are ingested and reported by default, so that
 # the demo sets of config.yaml, which a --configfile cannot remove, are not built in a run on other data.
@@ -36,6 +39,7 @@ wildcard_constraints:
     name="[A-Za-z0-9_-]+",
     run="[A-Za-z0-9_-]+",
     shard=r"\d+",
+    packaged="|".join(map(re.escape, PACKAGED_MODELS)),
 
 
 def as_json(value):
@@ -116,7 +120,7 @@ def run_settings(run):
     entry = config["runs"][run] if run in config["runs"] else EVAL_RUNS[run]
     settings = {**config["rollout"], **entry}
     settings["vllm"] = {**config["rollout"]["vllm"], **entry.get("vllm", {})}
-    settings["model"] = entry.get("model", config["model"]["path"])
+    settings["model"] = model_dir(entry.get("model", config["model"]["path"]))
     settings["adapter"] = entry.get("adapter")
     settings["evidence"] = config.get("prompt", {}).get("evidence", "auto")
     return settings

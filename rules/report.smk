@@ -2,7 +2,7 @@ rule report:
     input:
         datasets=expand("results/data/{dataset}/summary.json", dataset=USED_DATASETS),
         excluded=expand("results/data/{dataset}/excluded.parquet", dataset=USED_DATASETS),
-        model=config["model"]["path"],
+        model=MODEL_DIR,
         rollouts=expand("results/rollouts/{run}/summary.json", run=[*RUNS, *EVAL_RUNS]),
         evaluation="results/evaluation/compare.json",
         retrieval=f"results/retrieval/{config['eval_dataset']}/recall.parquet",

@@ -1,6 +1,6 @@
 rule train_sft:
     input:
-        model=config["model"]["path"],
+        model=MODEL_DIR,
         trajectories=expand("results/rollouts/{run}/trajectories.parquet", run=SFT_RUNS),
         examples=f"{SFT_DATA_DIR}/examples.parquet",
     output:
@@ -26,7 +26,7 @@ rule train_sft:
 
 rule train_dpo:
     input:
-        model=config["model"]["path"],
+        model=MODEL_DIR,
         pairs="results/pairs/merged/train.parquet",
     output:
         directory(f"{ADAPTER_DIR}/dpo"),
@@ -50,7 +50,7 @@ rule train_dpo:
 
 use rule train_dpo as train_sft_dpo with:
     input:
-        model=config["model"]["path"],
+        model=MODEL_DIR,
         pairs="results/pairs/merged/train.parquet",
         init_adapter=f"{ADAPTER_DIR}/sft",
     output:
@@ -63,7 +63,7 @@ use rule train_dpo as train_sft_dpo with:
 
 rule train_grpo:
     input:
-        model=config["model"]["path"],
+        model=MODEL_DIR,
         **data_files(config["train_dataset"], "examples", "gold", "schema"),
     output:
         directory(f"{ADAPTER_DIR}/grpo"),
@@ -91,7 +91,7 @@ rule train_grpo:
 
 use rule train_grpo as train_sft_grpo with:
     input:
-        model=config["model"]["path"],
+        model=MODEL_DIR,
         **data_files(config["train_dataset"], "examples", "gold", "schema"),
         init_adapter=f"{ADAPTER_DIR}/sft",
     output:

