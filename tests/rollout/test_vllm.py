@@ -45,27 +45,32 @@ def run_entry(cfg: dict, run: str, model: Path, **overrides) -> dict:
     return settings
 
 
-@pytest.fixture(scope="module")
-def prompts(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[list[dict[str, str]]]:
-    """First-turn prompts (bm25_fk schema) of 24 demo dev questions, ingested from the real demo data."""
+def demo_prompts(demo_dir: Path, workdir: Path, count: int) -> list[list[dict[str, str]]]:
+    """First-turn prompts (bm25_fk schema) of the first `count` demo dev questions, ingested from the real
+    demo data into `workdir`."""
     import pandas as pd
 
     from workflow_scripts.cli.data import ingest
     from workflow_scripts.data.ingest import DatasetSpec
 
-    out = tmp_path_factory.mktemp("ingested")
     ingest(
         DatasetSpec("demo_dev", demo_dir / "dev.json", demo_dir / "database", demo_dir / "tables.json"),
-        out,
+        workdir,
         missing_db="error",
         sandbox_cfg={"workers": 1, "timeout_s": 2.0},
         match=MatchSettings(),
     )
-    frames = {name: pd.read_parquet(out / f"{name}.parquet") for name in ("examples", "gold", "schema")}
+    frames = {name: pd.read_parquet(workdir / f"{name}.parquet") for name in ("examples", "gold", "schema")}
     prepared = prepare_examples(
-        frames["examples"].head(24), frames["gold"], frames["schema"], RolloutSettings()
+        frames["examples"].head(count), frames["gold"], frames["schema"], RolloutSettings()
     )
     return [ex.prompt for ex in prepared]
+
+
+@pytest.fixture(scope="module")
+def prompts(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[list[dict[str, str]]]:
+    """First-turn prompts of 24 demo dev questions."""
+    return demo_prompts(demo_dir, tmp_path_factory.mktemp("ingested"), 24)
 
 
 @pytest.fixture(scope="module")

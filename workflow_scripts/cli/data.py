@@ -2,6 +2,7 @@
 
 python -m workflow_scripts.cli.data demo --out DIR --seed N
 python -m workflow_scripts.cli.data ingest --name NAME --dataset JSON --execution JSON --out-dir DIR ...
+python -m workflow_scripts.cli.data split --input train_spider.json --heldout-dbs 30 --per-db 8 --out-dir DIR
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings, execute_gold
 from workflow_scripts.core.ts_databases import empty_gold_ts, execute_gold_ts
 from workflow_scripts.data.demo import build_demo
-from workflow_scripts.data.ingest import DatasetSpec, build_schema, normalize_records, read_records
+from workflow_scripts.data.ingest import (
+    DatasetSpec,
+    build_schema,
+    candidate_db_paths,
+    normalize_records,
+    read_records,
+)
+from workflow_scripts.data.split import split_by_db
 
 log = logging.getLogger("ingest")
 
@@ -101,6 +109,30 @@ def _excluded(skipped: pd.DataFrame, failed: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).sort_values("position", kind="stable").reset_index(drop=True)
 
 
+def write_split(args) -> dict:
+    """Write the cross-domain split of `args.input` to `args.out_dir`; return its summary (split.json)."""
+    records = read_records(args.input)
+    if args.db_root is not None:  # databases missing from db_root would be skipped at ingestion: not drawn
+        records = [
+            r for r in records if any(p.is_file() for p in candidate_db_paths(args.db_root, r["db_id"]))
+        ]
+    train, heldout, held = split_by_db(records, args.heldout_dbs, per_db=args.per_db, seed=args.seed)
+    summary = {
+        "input": str(args.input),
+        "input_sha256": file_sha256(args.input),
+        "db_root": None if args.db_root is None else str(args.db_root),
+        "seed": args.seed,
+        "per_db": args.per_db,
+        "heldout_dbs": held,
+        "train_questions": len(train),
+        "heldout_questions": len(heldout),
+    }
+    write_json(train, args.out_dir / "train.json")
+    write_json(heldout, args.out_dir / "heldout.json")
+    write_json(summary, args.out_dir / "split.json")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     parser, commands = command_parser(__doc__)
     demo = commands.add_parser("demo", help="build the embedded demo benchmark")
@@ -112,10 +144,24 @@ def main(argv: list[str] | None = None) -> None:
     one.add_argument("--missing-db", choices=["error", "skip"], default="error")
     add_execution_argument(one)
     one.add_argument("--out-dir", type=Path, required=True)
+    split = commands.add_parser("split", help="hold out whole databases of a data set (cross-domain split)")
+    split.add_argument(
+        "--input", type=Path, required=True, help="JSON or JSONL data set (e.g. train_spider.json)"
+    )
+    split.add_argument("--heldout-dbs", type=int, required=True, help="databases to hold out")
+    split.add_argument("--per-db", type=int, help="at most this many held-out questions per database")
+    split.add_argument("--db-root", type=Path, help="keep only questions whose database is under this root")
+    split.add_argument("--seed", type=int, default=0, help="seed of the database draw (default 0)")
+    split.add_argument(
+        "--out-dir", type=Path, required=True, help="writes train.json, heldout.json, split.json"
+    )
     args = parser.parse_args(argv)
     setup_logging()
     if args.command == "demo":
         print(json.dumps(build_demo(args.out, args.seed), indent=2))
+        return
+    if args.command == "split":
+        print(json.dumps(write_split(args), indent=2))
         return
     spec = DatasetSpec.from_config(args.name, json.loads(args.dataset))
     sandbox_cfg, match = execution_settings(args)

