@@ -6,7 +6,7 @@ import shlex
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from workflow_scripts.core.config import DEFAULT_SUBSETS, config_problem
+from workflow_scripts.core.config import DEFAULT_SUBSETS, config_problem, path_problems, used_datasets
 from workflow_scripts.core.packaged import MODELS_DIR, PACKAGED_MODELS, model_dir
 
 min_version("9.0")
@@ -15,16 +15,20 @@ min_version("9.0")
 validate(config, "../schemas/config.schema.yaml")
 
 DEMO_DIR = "resources/demo"
+# The files rule demo_data writes (rules/data.smk): data set paths under them are built, not required to exist.
+DEMO_OUTPUTS = {
+    "train": f"{DEMO_DIR}/train.json",
+    "dev": f"{DEMO_DIR}/dev.json",
+    "indomain": f"{DEMO_DIR}/indomain.json",
+    "tables": f"{DEMO_DIR}/tables.json",
+    "databases": f"{DEMO_DIR}/database",
+}
 # The base model's directory: model.path itself, or resources/models/<name> for a packaged model's name.
 MODEL_DIR = model_dir(config["model"]["path"])
 DATASETS = sorted(config["datasets"])
 # The data sets a run or a predictions file reads: only these are ingested and reported by default, so that
 # the demo sets of config.yaml, which a --configfile cannot remove, are not built in a run on other data.
-USED_DATASETS = sorted(
-    {config["train_dataset"], config["eval_dataset"]}
-    | {run["dataset"] for run in config["runs"].values()}
-    | {pred["dataset"] for pred in config["predictions"].values()}
-)
+USED_DATASETS = used_datasets(config)
 PREDICTIONS = sorted(config["predictions"])
 
 
@@ -110,6 +114,18 @@ EVAL_RUNS.update(
 )
 # Every adapter the workflow trains: the evaluated variants' and the selection subsets'.
 ADAPTERS = [v for v in VARIANTS if v != "base"] + [f"sft_{s}" for s in SELECTION_SUBSETS]
+# Adapters a run may name that the workflow trains on demand (rules/train.smk, rules/alignment.smk).
+TRAINABLE_ADAPTERS = [f"{ADAPTER_DIR}/{v}" for v in ("sft", "dpo", "sft_dpo", "grpo", "sft_grpo")]
+TRAINABLE_ADAPTERS += [f"{ADAPTER_DIR}/sft_{s}" for s in SELECTION_SUBSETS]
+
+# Every path the run reads (data sets, model, adapters, predictions) must be there or be built by the
+# workflow: caught here, all at once, rather than as a MissingInputException or, once results exist, not at
+# all (Snakemake does not recheck inputs of up-to-date outputs).
+problems = path_problems(config, built=[*DEMO_OUTPUTS.values(), *TRAINABLE_ADAPTERS])
+if problems:
+    raise WorkflowError(
+        f"the config (config.yaml and any --configfile) names {len(problems)} path(s) that are not there:\n" + "\n".join(f"- {p}" for p in problems)
+    )
 RUNS = sorted(config["runs"])
 # The feedback mode x repair scope study on eval_base's first turn (rule repair_study, rules/rollout.smk).
 REPAIR_STUDY = config["repair_study"]

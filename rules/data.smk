@@ -1,10 +1,10 @@
 rule demo_data:
     output:
-        train=f"{DEMO_DIR}/train.json",
-        dev=f"{DEMO_DIR}/dev.json",
-        indomain=f"{DEMO_DIR}/indomain.json",
-        tables=f"{DEMO_DIR}/tables.json",
-        databases=directory(f"{DEMO_DIR}/database"),
+        train=DEMO_OUTPUTS["train"],
+        dev=DEMO_OUTPUTS["dev"],
+        indomain=DEMO_OUTPUTS["indomain"],
+        tables=DEMO_OUTPUTS["tables"],
+        databases=directory(DEMO_OUTPUTS["databases"]),
     params:
         seed=config["demo"]["seed"],
         out_dir=lambda w, output: os.path.dirname(output.train),
