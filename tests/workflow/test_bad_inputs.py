@@ -317,3 +317,37 @@ def test_the_real_run_config_names_its_missing_spider_data_and_model(completed: 
     assert "names 7 path(s) that are not there" in output
     assert "datasets.spider_train.path is '/data/spider/train_spider.json'" in output
     assert "model.path is '/models/Qwen2.5-Coder-3B-Instruct'" in output
+
+
+# --- rollouts: inputs verified before anything is loaded or written -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("broken", "names"),
+    [("model", "no config.json"), ("adapter", "no adapter_config.json"), ("data", "no examples.parquet")],
+)
+def test_a_rollout_shard_checks_its_inputs_before_anything(
+    tmp_path: Path, demo_dir: Path, broken: str, names: str
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    if broken != "model":
+        (model / "config.json").write_text("{}")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    if broken != "adapter":
+        (adapter / "adapter_config.json").write_text("{}")
+    data = tmp_path / "data"
+    data.mkdir()
+    if broken != "data":
+        for table in ("examples", "gold", "schema"):
+            (data / f"{table}.parquet").write_bytes(b"")  # never read: the check fails earlier
+    settings = {"model": str(model), "adapter": str(adapter), "shards": 1}
+    out = tmp_path / "0.parquet"
+    out.write_bytes(b"an earlier, valid shard")
+    done = run_module(
+        "workflow_scripts.cli.rollout", "shard", "--run", "eval_sft", "--settings", json.dumps(settings),
+        "--data-dir", data, "--shard", "0", "--out", out,
+    )  # fmt: skip
+    assert_clean_failure(done, names, [])
+    assert out.read_bytes() == b"an earlier, valid shard"
