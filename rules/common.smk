@@ -8,6 +8,7 @@ from snakemake.utils import min_version, validate
 
 from workflow_scripts.core.config import DEFAULT_SUBSETS, config_problem, path_problems, used_datasets
 from workflow_scripts.core.packaged import MODELS_DIR, PACKAGED_MODELS, model_dir
+from workflow_scripts.rollout.settings import EPISODE_KEYS, PROMPT_KEYS, RESOURCE_KEYS, STUDY_UNUSED_KEYS
 
 min_version("9.0")
 
@@ -175,8 +176,24 @@ def gpu_resources(settings, mem_mb, runtime):
     return {"gpu": settings["gpus"], "cpus_per_gpu": cpus_per_gpu(settings), "mem_mb": mem_mb, "runtime": runtime}
 
 
-# GRPO's episodes are rollouts on the train data set with the evaluation's retrieval and feedback settings.
-GRPO_ROLLOUT = as_json({**run_settings("eval_base"), "dataset": config["train_dataset"]})
+# A rule's params hold exactly the run keys its stage reads (rollout/settings.py says which), so that an
+# edit reruns only the jobs whose output it can change: e.g. evaluation.repair_temperature reruns the eval
+# rollouts and what reads them, not GRPO, which samples its own repairs.
+def only(settings, keys):
+    return {k: settings[k] for k in keys}
+
+
+def without(settings, keys):
+    return {k: v for k, v in settings.items() if k not in keys}
+
+
+def rollout_params(run):
+    """A rollout run's settings as its shard and gather jobs read them: all but the scheduler's keys."""
+    return as_json(without(run_settings(run), RESOURCE_KEYS))
+
+
+# GRPO's episodes are rollouts on the train data set with the evaluation's prompts and feedback.
+GRPO_ROLLOUT = as_json(only(run_settings("eval_base"), EPISODE_KEYS))
 
 
 def training_settings(method):

@@ -34,7 +34,7 @@ rule synthetic_negatives:
     params:
         data_dir=lambda w, input: os.path.dirname(input.examples),
         settings=as_json(config["synthetic"]),
-        run=as_json(run_settings(config["synthetic"]["run"])),
+        run=as_json(only(run_settings(config["synthetic"]["run"]), PROMPT_KEYS)),
         execution=EXECUTION,
         out_dir=lambda w, output: os.path.dirname(output.pairs),
     threads: config["sandbox"]["workers"]

@@ -5,7 +5,7 @@ rule rollout_shard:
     output:
         "results/rollouts/{run}/shards/{shard}.parquet",
     params:
-        settings=lambda w: as_json(run_settings(w.run)),
+        settings=lambda w: rollout_params(w.run),
         data_dir=lambda w, input: os.path.dirname(input.examples),
         execution=EXECUTION,
     threads: lambda w: run_settings(w.run)["threads"]
@@ -34,7 +34,7 @@ rule rollout_gather:
         grpo="results/rollouts/{run}/grpo_rollouts.parquet",
         summary="results/rollouts/{run}/summary.json",
     params:
-        settings=lambda w: as_json(run_settings(w.run)),
+        settings=lambda w: rollout_params(w.run),
         out_dir=lambda w, output: os.path.dirname(output.summary),
     conda:
         "../envs/cpu.yaml"
@@ -83,7 +83,7 @@ if REPAIR_STUDY["enabled"]:
             table="results/repair_study/study.parquet",
             summary="results/repair_study/summary.json",
         params:
-            settings=as_json(run_settings("eval_base")),
+            settings=as_json(without(run_settings("eval_base"), (*RESOURCE_KEYS, *STUDY_UNUSED_KEYS))),
             study=as_json(REPAIR_STUDY),
             data_dir=lambda w, input: os.path.dirname(input.examples),
             execution=EXECUTION,
