@@ -21,7 +21,8 @@ rule alignment_select:
                 "alpha": ALIGNMENT["alpha"],
                 "selection": {
                     "size": SELECTION["size"],
-                    "seed": SELECTION["seed"],
+                    # the seed draws the random subset only
+                    **({"seed": SELECTION["seed"]} if "random" in SELECTION_SUBSETS else {}),
                     "subsets": SELECTION_SUBSETS,
                 },
             }
@@ -90,7 +91,8 @@ rule alignment:
         sample_size_summary="results/alignment/sample_size_summary.parquet",
         summary="results/alignment/summary.json",
     params:
-        settings=as_json(ALIGNMENT),
+        # what the analysis reads; the selection reaches it as inputs (the subsets and their evaluations)
+        settings=as_json({k: ALIGNMENT[k] for k in ("ngram_max", "alpha", "c", "sample_size")}),
         target_limit=ALIGNMENT_TARGET_LIMIT,
         data_dir=lambda w, input: os.path.dirname(input.examples),
         sft_flags=SFT_DATA_FLAGS,

@@ -57,6 +57,9 @@ EXPECTED: dict[str, tuple[object, list[str]]] = {
         ["synthetic_negatives", "merge_pairs", "train_sft_dpo", *rollouts("eval_sft_dpo"), *AFTER_ADAPTER],
     ),  # fmt: skip
     "repair_study.limit": (4, ["repair_study", "report", "all"]),
+    # the analysis reads ngram_max, alpha, c and sample_size; the demo's subsets (aligned, misaligned) no seed
+    "alignment.sample_size.draws": (10, ["alignment", "report", "all"]),
+    "alignment.selection.seed": (1, []),
 }
 
 
