@@ -1,4 +1,5 @@
 import json
+import mimetypes
 import os
 import re
 import shlex
@@ -15,8 +16,12 @@ min_version("9.0")
 
 validate(config, "../schemas/config.schema.yaml")
 
+# `snakemake --report` offers the Parquet tables marked with report() as downloads (unknown to Python's
+# mimetypes, they would be shown as text).
+mimetypes.add_type("application/vnd.apache.parquet", ".parquet")
+
 DEMO_DIR = "resources/demo"
-# The files rule demo_data writes (rules/data.smk): data set paths under them are built, not required to exist.
+# The files that demo_data writes (rules/data.smk); data set paths under them are built, need not exist yet.
 DEMO_OUTPUTS = {
     "train": f"{DEMO_DIR}/train.json",
     "dev": f"{DEMO_DIR}/dev.json",

@@ -1,4 +1,5 @@
 rule rollout_shard:
+    """Roll out one shard of a run: generate SQL, execute it, repair with feedback up to max_turns."""
     input:
         unpack(rollout_model_inputs),
         unpack(run_data),
@@ -27,12 +28,18 @@ rule rollout_shard:
 
 
 rule rollout_gather:
+    """Gather a run's shards into trajectories, GRPO groups and a summary."""
     input:
         lambda w: run_shards(w.run),
     output:
         trajectories="results/rollouts/{run}/trajectories.parquet",
         grpo="results/rollouts/{run}/grpo_rollouts.parquet",
-        summary="results/rollouts/{run}/summary.json",
+        summary=report(
+            "results/rollouts/{run}/summary.json",
+            caption="../report/summary.rst",
+            category="Rollouts",
+            subcategory="{run}",
+        ),
     params:
         settings=lambda w: rollout_params(w.run),
         out_dir=lambda w, output: os.path.dirname(output.summary),
@@ -48,6 +55,7 @@ rule rollout_gather:
 
 
 rule retrieval_recall:
+    """Gold-table recall of every schema retrieval mode on the eval data set."""
     input:
         examples="results/data/{dataset}/examples.parquet",
         schema="results/data/{dataset}/schema.parquet",
@@ -74,13 +82,16 @@ rule retrieval_recall:
 if REPAIR_STUDY["enabled"]:
 
     rule repair_study:
+        """Repair eval_base's first-turn answers under every feedback mode x repair scope."""
         input:
             model=run_settings("eval_base")["model"],
             first_turn="results/rollouts/eval_base/trajectories.parquet",
             **data_files(config["eval_dataset"], "examples", "gold", "gold_ts", "schema"),
         output:
             trajectories="results/repair_study/trajectories.parquet",
-            table="results/repair_study/study.parquet",
+            table=report(
+                "results/repair_study/study.parquet", caption="../report/repair_study.rst", category="Repair study"
+            ),
             summary="results/repair_study/summary.json",
         params:
             settings=as_json(without(run_settings("eval_base"), (*RESOURCE_KEYS, *STUDY_UNUSED_KEYS))),

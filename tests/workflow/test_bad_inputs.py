@@ -259,14 +259,6 @@ def test_bad_config_values(workflow: Path, key: str, value: object, names: str) 
 # --- paths the config names (checked by Snakemake before any job runs, results or not) -----------------
 
 
-@pytest.fixture(scope="module")
-def completed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workflow copy whose every output is present and up to date (`snakemake -n`: nothing to be done)."""
-    work = touched.complete(touched.copy_workflow(tmp_path_factory.mktemp("completed")))
-    assert touched.planned_rules(work) == []
-    return work
-
-
 def _overlay_missing_paths(work: Path) -> tuple[Path, list[str]]:
     overlay = {
         "model": {"path": "/models/nope"},

@@ -63,13 +63,6 @@ EXPECTED: dict[str, tuple[object, list[str]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def completed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = touched.complete(touched.copy_workflow(tmp_path_factory.mktemp("reruns")))
-    assert touched.planned_rules(work) == []
-    return work
-
-
 @pytest.mark.parametrize("key", list(EXPECTED))
 def test_editing_a_key_plans_exactly_its_dependents(completed: Path, key: str) -> None:
     value, rules = EXPECTED[key]
