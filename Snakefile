@@ -3,6 +3,9 @@
 
 configfile: "config.yaml"
 
+# `snakemake --report report.zip` after a run: the HTML page and the main tables (report/*.rst)
+report: "report/workflow.rst"
+
 # `gpu` is counted per machine: on one machine the workflow profile's `resources: gpu: 1` (profiles/default)
 # runs GPU jobs one at a time; a cluster executor (profiles/slurm) leaves local resources out of its tally,
 # so GPU jobs are submitted at once and the scheduler places them (README, "GPUs").
@@ -22,6 +25,7 @@ include: "rules/report.smk"
 
 
 rule all:
+    """The whole workflow: the final report."""
     input:
         "results/report/index.html",
     default_target: True

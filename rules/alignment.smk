@@ -6,6 +6,7 @@ ALIGNMENT_TARGET_LIMIT = (
 
 
 rule alignment_select:
+    """Choose SFT subsets of equal size, structurally aligned with the eval target or not."""
     input:
         target=ALIGNMENT_TARGET,
         trajectories=expand("results/rollouts/{run}/trajectories.parquet", run=SFT_RUNS),
@@ -21,7 +22,8 @@ rule alignment_select:
                 "alpha": ALIGNMENT["alpha"],
                 "selection": {
                     "size": SELECTION["size"],
-                    "seed": SELECTION["seed"],
+                    # the seed draws the random subset only
+                    **({"seed": SELECTION["seed"]} if "random" in SELECTION_SUBSETS else {}),
                     "subsets": SELECTION_SUBSETS,
                 },
             }
@@ -43,6 +45,7 @@ rule alignment_select:
 
 
 rule train_sft_subset:
+    """LoRA SFT on one alignment subset (the selection study)."""
     input:
         model=MODEL_DIR,
         data="results/alignment/selection/{subset}.parquet",
@@ -74,6 +77,7 @@ rule train_sft_subset:
 
 
 rule alignment:
+    """Structural KL alignment (A_KL, AR) of every training set and every variant's predictions."""
     input:
         target=ALIGNMENT_TARGET,
         trajectories=expand("results/rollouts/{run}/trajectories.parquet", run=SFT_RUNS),
@@ -84,13 +88,14 @@ rule alignment:
         selection_runs=expand("results/rollouts/eval_sft_{subset}/trajectories.parquet", subset=SELECTION_SUBSETS),
         rewarded=[f"{ADAPTER_DIR}/{v}" for v in VARIANTS if v in GRPO_VARIANTS],
     output:
-        table="results/alignment/alignment.parquet",
+        table=report("results/alignment/alignment.parquet", caption="../report/alignment.rst", category="Alignment"),
         variants="results/alignment/variants.parquet",
         sample_size="results/alignment/sample_size.parquet",
         sample_size_summary="results/alignment/sample_size_summary.parquet",
-        summary="results/alignment/summary.json",
+        summary=report("results/alignment/summary.json", caption="../report/summary.rst", category="Alignment"),
     params:
-        settings=as_json(ALIGNMENT),
+        # what the analysis reads; the selection reaches it as inputs (the subsets and their evaluations)
+        settings=as_json({k: ALIGNMENT[k] for k in ("ngram_max", "alpha", "c", "sample_size")}),
         target_limit=ALIGNMENT_TARGET_LIMIT,
         data_dir=lambda w, input: os.path.dirname(input.examples),
         sft_flags=SFT_DATA_FLAGS,

@@ -1,4 +1,5 @@
 import json
+import mimetypes
 import os
 import re
 import shlex
@@ -6,25 +7,34 @@ import shlex
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from workflow_scripts.core.config import DEFAULT_SUBSETS, config_problem
+from workflow_scripts.core.config import DEFAULT_SUBSETS, config_problem, path_problems, used_datasets
 from workflow_scripts.core.packaged import MODELS_DIR, PACKAGED_MODELS, model_dir
+from workflow_scripts.rollout.settings import EPISODE_KEYS, PROMPT_KEYS, RESOURCE_KEYS, STUDY_UNUSED_KEYS
 
 min_version("9.0")
 
 
 validate(config, "../schemas/config.schema.yaml")
 
+# `snakemake --report` offers the Parquet tables marked with report() as downloads (unknown to Python's
+# mimetypes, they would be shown as text).
+mimetypes.add_type("application/vnd.apache.parquet", ".parquet")
+
 DEMO_DIR = "resources/demo"
+# The files that demo_data writes (rules/data.smk); data set paths under them are built, need not exist yet.
+DEMO_OUTPUTS = {
+    "train": f"{DEMO_DIR}/train.json",
+    "dev": f"{DEMO_DIR}/dev.json",
+    "indomain": f"{DEMO_DIR}/indomain.json",
+    "tables": f"{DEMO_DIR}/tables.json",
+    "databases": f"{DEMO_DIR}/database",
+}
 # The base model's directory: model.path itself, or resources/models/<name> for a packaged model's name.
 MODEL_DIR = model_dir(config["model"]["path"])
 DATASETS = sorted(config["datasets"])
 # The data sets a run or a predictions file reads: only these are ingested and reported by default, so that
 # the demo sets of config.yaml, which a --configfile cannot remove, are not built in a run on other data.
-USED_DATASETS = sorted(
-    {config["train_dataset"], config["eval_dataset"]}
-    | {run["dataset"] for run in config["runs"].values()}
-    | {pred["dataset"] for pred in config["predictions"].values()}
-)
+USED_DATASETS = used_datasets(config)
 PREDICTIONS = sorted(config["predictions"])
 
 
@@ -110,6 +120,18 @@ EVAL_RUNS.update(
 )
 # Every adapter the workflow trains: the evaluated variants' and the selection subsets'.
 ADAPTERS = [v for v in VARIANTS if v != "base"] + [f"sft_{s}" for s in SELECTION_SUBSETS]
+# Adapters a run may name that the workflow trains on demand (rules/train.smk, rules/alignment.smk).
+TRAINABLE_ADAPTERS = [f"{ADAPTER_DIR}/{v}" for v in ("sft", "dpo", "sft_dpo", "grpo", "sft_grpo")]
+TRAINABLE_ADAPTERS += [f"{ADAPTER_DIR}/sft_{s}" for s in SELECTION_SUBSETS]
+
+# Every path the run reads (data sets, model, adapters, predictions) must be there or be built by the
+# workflow: caught here, all at once, rather than as a MissingInputException or, once results exist, not at
+# all (Snakemake does not recheck inputs of up-to-date outputs).
+problems = path_problems(config, built=[*DEMO_OUTPUTS.values(), *TRAINABLE_ADAPTERS])
+if problems:
+    raise WorkflowError(
+        f"the config (config.yaml and any --configfile) names {len(problems)} path(s) that are not there:\n" + "\n".join(f"- {p}" for p in problems)
+    )
 RUNS = sorted(config["runs"])
 # The feedback mode x repair scope study on eval_base's first turn (rule repair_study, rules/rollout.smk).
 REPAIR_STUDY = config["repair_study"]
@@ -159,8 +181,24 @@ def gpu_resources(settings, mem_mb, runtime):
     return {"gpu": settings["gpus"], "cpus_per_gpu": cpus_per_gpu(settings), "mem_mb": mem_mb, "runtime": runtime}
 
 
-# GRPO's episodes are rollouts on the train data set with the evaluation's retrieval and feedback settings.
-GRPO_ROLLOUT = as_json({**run_settings("eval_base"), "dataset": config["train_dataset"]})
+# A rule's params hold exactly the run keys its stage reads (rollout/settings.py says which), so that an
+# edit reruns only the jobs whose output it can change: e.g. evaluation.repair_temperature reruns the eval
+# rollouts and what reads them, not GRPO, which samples its own repairs.
+def only(settings, keys):
+    return {k: settings[k] for k in keys}
+
+
+def without(settings, keys):
+    return {k: v for k, v in settings.items() if k not in keys}
+
+
+def rollout_params(run):
+    """A rollout run's settings as its shard and gather jobs read them: all but the scheduler's keys."""
+    return as_json(without(run_settings(run), RESOURCE_KEYS))
+
+
+# GRPO's episodes are rollouts on the train data set with the evaluation's prompts and feedback.
+GRPO_ROLLOUT = as_json(only(run_settings("eval_base"), EPISODE_KEYS))
 
 
 def training_settings(method):

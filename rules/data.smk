@@ -1,10 +1,11 @@
 rule demo_data:
+    """Generate the embedded demo benchmark: SQLite databases, train/dev/in-domain questions, tables.json."""
     output:
-        train=f"{DEMO_DIR}/train.json",
-        dev=f"{DEMO_DIR}/dev.json",
-        indomain=f"{DEMO_DIR}/indomain.json",
-        tables=f"{DEMO_DIR}/tables.json",
-        databases=directory(f"{DEMO_DIR}/database"),
+        train=DEMO_OUTPUTS["train"],
+        dev=DEMO_OUTPUTS["dev"],
+        indomain=DEMO_OUTPUTS["indomain"],
+        tables=DEMO_OUTPUTS["tables"],
+        databases=directory(DEMO_OUTPUTS["databases"]),
     params:
         seed=config["demo"]["seed"],
         out_dir=lambda w, output: os.path.dirname(output.train),
@@ -19,6 +20,7 @@ rule demo_data:
 
 
 rule ingest:
+    """Ingest a data set: examples, gold results executed in the sandbox, schema, excluded examples."""
     input:
         unpack(dataset_inputs),
     output:
@@ -27,7 +29,12 @@ rule ingest:
         gold_ts="results/data/{dataset}/gold_ts.parquet",
         excluded="results/data/{dataset}/excluded.parquet",
         schema="results/data/{dataset}/schema.parquet",
-        summary="results/data/{dataset}/summary.json",
+        summary=report(
+            "results/data/{dataset}/summary.json",
+            caption="../report/summary.rst",
+            category="Data sets",
+            subcategory="{dataset}",
+        ),
     params:
         dataset=lambda w: as_json(config["datasets"][w.dataset]),
         missing_db=config["ingest"]["missing_db"],

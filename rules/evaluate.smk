@@ -1,4 +1,5 @@
 rule score_predictions:
+    """Score an external predictions file (predictions.NAME) against its data set's gold."""
     input:
         examples=lambda w: f"{data_dir(config['predictions'][w.name]['dataset'])}/examples.parquet",
         gold=lambda w: f"{data_dir(config['predictions'][w.name]['dataset'])}/gold.parquet",
@@ -27,20 +28,25 @@ rule score_predictions:
 
 
 rule compare_variants:
+    """The evaluation matrix: every variant's EX one-shot and with repair, paired tests."""
     input:
         trajectories=expand("results/rollouts/eval_{variant}/trajectories.parquet", variant=VARIANTS),
         examples=f"{data_dir(config['eval_dataset'])}/examples.parquet",
         excluded=f"{data_dir(config['eval_dataset'])}/excluded.parquet",
     output:
-        compare="results/evaluation/compare.parquet",
+        compare=report(
+            "results/evaluation/compare.parquet", caption="../report/evaluation.rst", category="Evaluation"
+        ),
         difficulty="results/evaluation/difficulty.parquet",
         taxonomy="results/evaluation/taxonomy.parquet",
         routing="results/evaluation/routing.parquet",
         paired_one_shot="results/evaluation/paired_one_shot.parquet",
-        paired_repair="results/evaluation/paired_repair.parquet",
+        paired_repair=report(
+            "results/evaluation/paired_repair.parquet", caption="../report/evaluation.rst", category="Evaluation"
+        ),
         paired_voting="results/evaluation/paired_voting.parquet",
         outcomes="results/evaluation/outcomes.parquet",
-        summary="results/evaluation/compare.json",
+        summary=report("results/evaluation/compare.json", caption="../report/summary.rst", category="Evaluation"),
     params:
         variants=" ".join(f"--variant {v}=results/rollouts/eval_{v}" for v in VARIANTS),
         seed=config["evaluation"]["bootstrap_seed"],

@@ -1,4 +1,5 @@
 rule mine_pairs:
+    """Mine natural preference pairs (chosen vs rejected SQL) from a rollout run."""
     input:
         trajectories="results/rollouts/{run}/trajectories.parquet",
         examples=lambda w: run_data(w)["examples"],
@@ -26,6 +27,7 @@ rule mine_pairs:
 
 
 rule synthetic_negatives:
+    """Build synthetic hard negatives (AST perturbations of gold SQL) and their pairs."""
     input:
         **data_files(run_settings(config["synthetic"]["run"])["dataset"], "examples", "gold", "schema"),
     output:
@@ -34,7 +36,7 @@ rule synthetic_negatives:
     params:
         data_dir=lambda w, input: os.path.dirname(input.examples),
         settings=as_json(config["synthetic"]),
-        run=as_json(run_settings(config["synthetic"]["run"])),
+        run=as_json(only(run_settings(config["synthetic"]["run"]), PROMPT_KEYS)),
         execution=EXECUTION,
         out_dir=lambda w, output: os.path.dirname(output.pairs),
     threads: config["sandbox"]["workers"]
@@ -51,6 +53,7 @@ rule synthetic_negatives:
 
 
 rule merge_pairs:
+    """Merge natural and synthetic pairs into the Synth20 DPO training set, with quality checks."""
     input:
         natural=expand("results/pairs/natural/{run}.parquet", run=config["mining"]["runs"]),
         synthetic="results/pairs/synthetic/pairs.parquet",
@@ -58,7 +61,7 @@ rule merge_pairs:
     output:
         pairs="results/pairs/merged/pairs.parquet",
         train="results/pairs/merged/train.parquet",
-        quality="results/pairs/merged/quality.json",
+        quality=report("results/pairs/merged/quality.json", caption="../report/summary.rst", category="Pairs"),
     params:
         natural=lambda w, input: " ".join(f"--input natural={f}" for f in input.natural),
         settings=as_json(config["merge"]),

@@ -1,4 +1,5 @@
 rule report:
+    """Write the HTML report, results/report/index.html, from every stage's outputs."""
     input:
         datasets=expand("results/data/{dataset}/summary.json", dataset=USED_DATASETS),
         excluded=expand("results/data/{dataset}/excluded.parquet", dataset=USED_DATASETS),
@@ -12,7 +13,7 @@ rule report:
         adapters=[f"{ADAPTER_DIR}/{a}" for a in ADAPTERS],
         repair_study=["results/repair_study/study.parquet"] if REPAIR_STUDY["enabled"] else [],
     output:
-        "results/report/index.html",
+        report("results/report/index.html", caption="../report/index.rst", category="Report"),
     params:
         title=config["report"]["title"],
         # the Summary's opening: report.intro, or the built-in text of the embedded demo when it is evaluated

@@ -1,11 +1,12 @@
 rule rollout_shard:
+    """Roll out one shard of a run: generate SQL, execute it, repair with feedback up to max_turns."""
     input:
         unpack(rollout_model_inputs),
         unpack(run_data),
     output:
         "results/rollouts/{run}/shards/{shard}.parquet",
     params:
-        settings=lambda w: as_json(run_settings(w.run)),
+        settings=lambda w: rollout_params(w.run),
         data_dir=lambda w, input: os.path.dirname(input.examples),
         execution=EXECUTION,
     threads: lambda w: run_settings(w.run)["threads"]
@@ -27,14 +28,20 @@ rule rollout_shard:
 
 
 rule rollout_gather:
+    """Gather a run's shards into trajectories, GRPO groups and a summary."""
     input:
         lambda w: run_shards(w.run),
     output:
         trajectories="results/rollouts/{run}/trajectories.parquet",
         grpo="results/rollouts/{run}/grpo_rollouts.parquet",
-        summary="results/rollouts/{run}/summary.json",
+        summary=report(
+            "results/rollouts/{run}/summary.json",
+            caption="../report/summary.rst",
+            category="Rollouts",
+            subcategory="{run}",
+        ),
     params:
-        settings=lambda w: as_json(run_settings(w.run)),
+        settings=lambda w: rollout_params(w.run),
         out_dir=lambda w, output: os.path.dirname(output.summary),
     conda:
         "../envs/cpu.yaml"
@@ -48,6 +55,7 @@ rule rollout_gather:
 
 
 rule retrieval_recall:
+    """Gold-table recall of every schema retrieval mode on the eval data set."""
     input:
         examples="results/data/{dataset}/examples.parquet",
         schema="results/data/{dataset}/schema.parquet",
@@ -74,16 +82,19 @@ rule retrieval_recall:
 if REPAIR_STUDY["enabled"]:
 
     rule repair_study:
+        """Repair eval_base's first-turn answers under every feedback mode x repair scope."""
         input:
             model=run_settings("eval_base")["model"],
             first_turn="results/rollouts/eval_base/trajectories.parquet",
             **data_files(config["eval_dataset"], "examples", "gold", "gold_ts", "schema"),
         output:
             trajectories="results/repair_study/trajectories.parquet",
-            table="results/repair_study/study.parquet",
+            table=report(
+                "results/repair_study/study.parquet", caption="../report/repair_study.rst", category="Repair study"
+            ),
             summary="results/repair_study/summary.json",
         params:
-            settings=as_json(run_settings("eval_base")),
+            settings=as_json(without(run_settings("eval_base"), (*RESOURCE_KEYS, *STUDY_UNUSED_KEYS))),
             study=as_json(REPAIR_STUDY),
             data_dir=lambda w, input: os.path.dirname(input.examples),
             execution=EXECUTION,

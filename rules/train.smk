@@ -1,4 +1,5 @@
 rule train_sft:
+    """LoRA SFT on the mining runs' verified-correct SQL and the gold SQL."""
     input:
         model=MODEL_DIR,
         trajectories=expand("results/rollouts/{run}/trajectories.parquet", run=SFT_RUNS),
@@ -25,6 +26,7 @@ rule train_sft:
 
 
 rule train_dpo:
+    """LoRA DPO on the merged preference pairs, from the base model."""
     input:
         model=MODEL_DIR,
         pairs="results/pairs/merged/train.parquet",
@@ -49,6 +51,7 @@ rule train_dpo:
 
 
 use rule train_dpo as train_sft_dpo with:
+    """LoRA DPO on the merged preference pairs, continuing the SFT adapter (SFT->DPO)."""
     input:
         model=MODEL_DIR,
         pairs="results/pairs/merged/train.parquet",
@@ -62,6 +65,7 @@ use rule train_dpo as train_sft_dpo with:
 
 
 rule train_grpo:
+    """LoRA GRPO rewarded by the sandbox, from the base model."""
     input:
         model=MODEL_DIR,
         **data_files(config["train_dataset"], "examples", "gold", "schema"),
@@ -90,6 +94,7 @@ rule train_grpo:
 
 
 use rule train_grpo as train_sft_grpo with:
+    """LoRA GRPO rewarded by the sandbox, continuing the SFT adapter (SFT->GRPO)."""
     input:
         model=MODEL_DIR,
         **data_files(config["train_dataset"], "examples", "gold", "schema"),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import yaml
 
 from tests.conftest import REPO
-from workflow_scripts.core.config import config_problem
+from workflow_scripts.core.config import config_problem, path_problems
 
 
 def shipped(*files: str) -> dict:
@@ -72,3 +73,85 @@ def test_without_base_the_alignment_stage_is_refused_even_without_the_study():
         config["evaluation"]["variants"] = ["sft"]
 
     assert "alignment stage" in broken(edit)
+
+
+# --- paths the run reads (path_problems) ----------------------------------------------------------------
+
+DEMO_BUILT = [
+    f"resources/demo/{n}" for n in ("train.json", "dev.json", "indomain.json", "tables.json", "database")
+]
+
+
+def test_the_demo_config_reads_only_what_the_workflow_builds(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing of the demo exists here: rule demo_data and packaged_model build it
+    assert path_problems(shipped(), built=DEMO_BUILT) == []
+    # without rule demo_data's outputs, every path of the two used demo sets is named (not demo_indomain)
+    problems = path_problems(shipped())
+    assert len(problems) == 6 and all("Fix:" in p for p in problems), problems
+    assert not any("demo_indomain" in p for p in problems)
+    assert any("datasets.demo_dev.db_root is 'resources/demo/database' (relative to" in p for p in problems)
+
+
+def test_the_qwen_config_names_every_missing_spider_path_and_the_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = shipped("config/qwen2.5-coder-3b.yaml")
+    spider_paths = [p for d in ("spider_train", "spider_dev") for p in config["datasets"][d].values() if p]
+    gone = [p for p in spider_paths if not os.path.exists(p)]
+    problems = path_problems(config, built=DEMO_BUILT)
+    keys = [p.split(" is ")[0].removeprefix("config key ") for p in problems]
+    expected = [
+        f"datasets.{d}.{f}" for d in ("spider_dev", "spider_train") for f in ("path", "db_root", "tables")
+    ]
+    if len(gone) == len(spider_paths):  # a machine without /data/spider
+        assert keys[:6] == expected
+    assert keys[-1] == "model.path" and "neither a directory here nor a packaged model's name" in problems[-1]
+
+
+def _real_dataset(root) -> dict:
+    (root / "db").mkdir(parents=True)
+    (root / "dev.json").write_text("[]")
+    (root / "tables.json").write_text("[]")
+    return {"path": str(root / "dev.json"), "db_root": str(root / "db"), "tables": str(root / "tables.json")}
+
+
+def test_every_broken_path_is_named_with_its_key_and_fix_all_at_once(tmp_path):
+    config = copy.deepcopy(shipped())
+    data = _real_dataset(tmp_path)
+    config["datasets"]["demo_dev"] = data
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    config["model"]["path"] = str(model)
+    preds = tmp_path / "pred.sql"
+    preds.write_text("SELECT 1\n")
+    config["predictions"] = {"mine": {"dataset": "demo_dev", "path": str(preds)}}
+    config["runs"]["tuned"] = {"dataset": "demo_dev", "adapter": "results/adapters/sft"}
+    assert path_problems(config, built=DEMO_BUILT + ["results/adapters/sft"]) == []
+
+    (tmp_path / "tables.json").unlink()
+    (model / "config.json").unlink()
+    preds.unlink()
+    config["runs"]["tuned"]["adapter"] = str(tmp_path / "no_adapter")
+    config["runs"]["other"] = {"dataset": "demo_dev", "model": str(tmp_path / "nope")}
+    problems = path_problems(config, built=DEMO_BUILT + ["results/adapters/sft"])
+    named = {
+        "datasets.demo_dev.tables": str(tmp_path / "tables.json"),
+        "model.path": str(model),
+        "runs.other.model": str(tmp_path / "nope"),
+        "runs.tuned.adapter": str(tmp_path / "no_adapter"),
+        "predictions.mine.path": str(preds),
+    }
+    assert len(problems) == len(named), problems
+    for key, path in named.items():
+        (message,) = [p for p in problems if p.startswith(f"config key {key} is {path!r}")]
+        assert "Fix:" in message
+    assert any("without config.json" in p for p in problems)
+
+
+def test_an_unused_data_set_is_not_checked(tmp_path):
+    config = copy.deepcopy(shipped())
+    config["datasets"]["elsewhere"] = {"path": str(tmp_path / "missing.json"), "db_root": None}
+    assert path_problems(config, built=DEMO_BUILT) == []
+    config["runs"]["probe"] = {"dataset": "elsewhere"}
+    (problem,) = path_problems(config, built=DEMO_BUILT)
+    assert problem.startswith(f"config key datasets.elsewhere.path is {str(tmp_path / 'missing.json')!r}")

@@ -301,3 +301,27 @@ def test_real_model_rollout_with_repair(data, default_model: Path):
     assert repaired["parent_id"].isin(t["candidate_id"]).all()
     summary = summarize(t, 3, 2)
     assert 0.0 <= summary["first_turn_ex"] <= summary["final_ex"] <= 1.0
+
+
+def test_the_key_lists_rules_pass_cover_what_their_stages_read(data):
+    """Synthetic pairs get only PROMPT_KEYS of their run and GRPO only EPISODE_KEYS of eval_base (their rules'
+    params): the prompts and feedback built from those keys equal those of the whole run."""
+    from workflow_scripts.rollout.settings import EPISODE_KEYS, PROMPT_KEYS
+
+    run = {
+        "schema_mode": "bm25", "top_k_tables": 1, "fk_hops": 0, "cell_values": 2, "evidence": False,
+        "max_turns": 2, "feedback_mode": "error_only", "feedback_detail": "minimal", "repair_scope": "online",
+        "repair_samples": 1, "repair_temperature": 0.0, "repair_prompt": "conversation", "answer": "all",
+        "num_samples": 1, "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 64, "seed": 0, "stop": ["\n\n"],
+    }  # fmt: skip
+    whole = RolloutSettings.from_config(run)
+    prompts = RolloutSettings.from_keys({k: run[k] for k in PROMPT_KEYS})
+    episodes = RolloutSettings.from_keys({k: run[k] for k in EPISODE_KEYS})
+    frames = data["examples"], data["gold"], data["schema"]
+    built = [[ex.prompt for ex in prepare_examples(*frames, s)] for s in (whole, prompts, episodes)]
+    assert built[0] == built[1] == built[2] and built[0] != [
+        ex.prompt for ex in prepare_examples(*frames, RolloutSettings())
+    ]
+    feedback = ("feedback_mode", "feedback_detail", "repair_scope")
+    assert [getattr(episodes, k) for k in feedback] == [getattr(whole, k) for k in feedback]
+    assert episodes.sampling.stop == whole.sampling.stop

@@ -67,8 +67,10 @@ class FakeTrainer:
         self.accelerator = SimpleNamespace(unwrap_model=lambda m: m)
 
 
-def rollout_func(data, tokenizer, sandbox, grpo: GRPOSettings, script) -> tuple[SandboxRollout, list]:
-    settings = RolloutSettings(sampling=SamplingConfig(stop=(";",)))
+def rollout_func(
+    data, tokenizer, sandbox, grpo: GRPOSettings, script, settings: RolloutSettings | None = None
+) -> tuple[SandboxRollout, list]:
+    settings = settings or RolloutSettings(sampling=SamplingConfig(stop=(";",)))
     examples = prepare_examples(data["examples"], data["gold"], data["schema"], settings)
     func = SandboxRollout(
         examples, tokenizer, sandbox, MatchSettings(), settings, grpo, batch_size=4, seed=0,
@@ -112,6 +114,23 @@ def test_every_verdict_class_gets_its_reward_and_the_database_is_unchanged(data,
         "SELECT name FROM singer WHERE country = 'Peru'",
     ]
     assert func.generation_seconds and func.reward_seconds[0] > 0
+
+
+def test_an_eval_runs_answer_and_repair_prompt_do_not_reach_the_episodes(data, tokenizer):
+    """GRPO rolls out with eval_base's prompt and feedback keys; its answer (greedy) and repair prompt
+    (refocus) would add a greedy candidate to every group and break the one-sequence repair episode."""
+    script = {q: [answers] for q, answers in ANSWERS.items()}
+    settings = RolloutSettings.from_keys(
+        {"answer": "greedy", "repair_prompt": "refocus", "repair_temperature": 0.0, "stop": [";"]}
+    )
+    assert (settings.answer, settings.repair_prompt, settings.sampling.stop) == ("greedy", "refocus", (";",))
+    with Sandbox(workers=2, timeout_s=1.0) as sandbox:
+        func, examples = rollout_func(
+            data, tokenizer, sandbox, GRPOSettings(num_generations=4), script, settings
+        )
+        out = func([ex.prompt for ex in examples for _ in range(4)], FakeTrainer())
+    assert out["episode_reward"] == ARCTIC  # the four scripted samples of each prompt, no greedy one
+    assert (func.rollout.answer, func.rollout.repair_prompt) == ("all", "conversation")
 
 
 def test_the_format_term_and_the_rule_reward(data, tokenizer):

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.workflow import touched
 
 WORKFLOW_FILES = ["Snakefile", "rules", "schemas", "workflow_scripts", "config.yaml", "config", "envs"]
 
@@ -253,3 +254,92 @@ def test_bad_config_values(workflow: Path, key: str, value: object, names: str) 
     assert done.returncode != 0, output[-3000:]
     assert names in output and "Traceback" not in output, output[-3000:]
     assert not (workflow / "results").exists() and not (workflow / "resources").exists()
+
+
+# --- paths the config names (checked by Snakemake before any job runs, results or not) -----------------
+
+
+def _overlay_missing_paths(work: Path) -> tuple[Path, list[str]]:
+    overlay = {
+        "model": {"path": "/models/nope"},
+        "datasets": {"demo_dev": {"path": "data/missing_dev.json"}},
+        "runs": {"tuned": {"dataset": "demo_dev", "adapter": "adapters/gone"}},
+        "predictions": {"theirs": {"dataset": "demo_dev", "path": "preds/gone.sql"}},
+    }
+    (work / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    keys = [
+        "datasets.demo_dev.path is 'data/missing_dev.json'",
+        "model.path is '/models/nope'",
+        "runs.tuned.adapter is 'adapters/gone'",
+        "predictions.theirs.path is 'preds/gone.sql'",
+    ]
+    return work / "overlay.yaml", keys
+
+
+@pytest.mark.parametrize("dry", [True, False], ids=["dry-run", "run"])
+def test_missing_paths_fail_before_any_job_even_when_results_exist(completed: Path, dry: bool) -> None:
+    """Up-to-date results used to hide a wrong path ("Nothing to be done", exit 0): now each is named."""
+    overlay, keys = _overlay_missing_paths(completed)
+    done = touched.snakemake(completed, *(["-n"] if dry else []), "--configfile", str(overlay), check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert "Nothing to be done" not in output and "Job stats" not in output and "Traceback" not in output
+    problems = [line for line in output.splitlines() if line.startswith("- config key ")]
+    assert len(problems) == len(keys), output[-3000:]
+    for key in keys:
+        (line,) = [p for p in problems if key in p]
+        assert "Fix:" in line, line
+    assert touched.planned_rules(completed) == []  # the default config still has nothing to do
+
+
+def test_missing_paths_fail_on_a_fresh_copy_without_a_missing_input_error(workflow: Path) -> None:
+    overlay, keys = _overlay_missing_paths(workflow)
+    done = touched.snakemake(workflow, "-n", "--configfile", str(overlay), check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "MissingInputException" not in output, output[-3000:]
+    assert all(key in output for key in keys), output[-3000:]
+    assert not (workflow / "results").exists()
+
+
+@pytest.mark.skipif(Path("/data/spider").exists(), reason="this machine has the Spider data")
+def test_the_real_run_config_names_its_missing_spider_data_and_model(completed: Path) -> None:
+    done = touched.snakemake(completed, "-n", "--configfile", "config/qwen2.5-coder-3b.yaml", check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert "names 7 path(s) that are not there" in output
+    assert "datasets.spider_train.path is '/data/spider/train_spider.json'" in output
+    assert "model.path is '/models/Qwen2.5-Coder-3B-Instruct'" in output
+
+
+# --- rollouts: inputs verified before anything is loaded or written -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("broken", "names"),
+    [("model", "no config.json"), ("adapter", "no adapter_config.json"), ("data", "no examples.parquet")],
+)
+def test_a_rollout_shard_checks_its_inputs_before_anything(
+    tmp_path: Path, demo_dir: Path, broken: str, names: str
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    if broken != "model":
+        (model / "config.json").write_text("{}")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    if broken != "adapter":
+        (adapter / "adapter_config.json").write_text("{}")
+    data = tmp_path / "data"
+    data.mkdir()
+    if broken != "data":
+        for table in ("examples", "gold", "schema"):
+            (data / f"{table}.parquet").write_bytes(b"")  # never read: the check fails earlier
+    settings = {"model": str(model), "adapter": str(adapter), "shards": 1}
+    out = tmp_path / "0.parquet"
+    out.write_bytes(b"an earlier, valid shard")
+    done = run_module(
+        "workflow_scripts.cli.rollout", "shard", "--run", "eval_sft", "--settings", json.dumps(settings),
+        "--data-dir", data, "--shard", "0", "--out", out,
+    )  # fmt: skip
+    assert_clean_failure(done, names, [])
+    assert out.read_bytes() == b"an earlier, valid shard"

@@ -1,8 +1,9 @@
 """GPU jobs of the real run (config/qwen2.5-coder-3b.yaml): one at a time on one machine, not on a cluster.
 
 Each test runs the real Snakemake on a copy of the workflow with the Qwen config merged over config.yaml, its
-Spider paths pointed at the demo data and its model path at an empty directory (planning only needs the
-inputs to exist; no job of a GPU rule runs). The workflow profile (profiles/default) provides `gpu: 1`.
+Spider paths pointed at the demo data and its model path at a directory holding only config.json (planning
+only needs the inputs to exist; no job of a GPU rule runs). The workflow profile (profiles/default) provides
+`gpu: 1`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def workdir(tmp_path: Path, demo_dir: Path) -> Path:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     (work / "model").mkdir()
+    (work / "model" / "config.json").write_text("{}")  # the config check wants a model's config.json
     spider = {"path": None, "db_root": str(demo_dir / "database"), "tables": str(demo_dir / "tables.json")}
     overlay = {
         "datasets": {

@@ -108,7 +108,7 @@ def select(args: argparse.Namespace) -> None:
     report: dict[str, Any] = {
         "pool": len(data),
         "size": size,
-        "seed": sel["seed"],
+        "seed": sel.get("seed"),  # None: no random subset, no seed used
         "subsets": list(picks),
         "target_queries": target.queries,
     }

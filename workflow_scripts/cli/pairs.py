@@ -77,7 +77,7 @@ def synthetic(args: argparse.Namespace) -> None:
             progress=True,
         )
     # The prompt a pair is stored under is the first-turn prompt the mining run would show for the example.
-    prepared = prepare_examples(examples, gold, schema, RolloutSettings.from_config(run))
+    prepared = prepare_examples(examples, gold, schema, RolloutSettings.from_keys(run))
     prompts = {p.id: json.dumps(p.prompt) for p in prepared}
     pairs = synthetic_pairs(negatives, prompts)
     log.info("%d negatives, %d kept, %d pairs", len(negatives), int(negatives["kept"].sum()), len(pairs))
@@ -134,7 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("synthetic", help="synthetic hard negatives and their pairs")
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--settings", required=True, help="the `synthetic` config section as JSON")
-    p.add_argument("--run-settings", required=True, help="the resolved mining run (for its prompts) as JSON")
+    p.add_argument(
+        "--run-settings", required=True, help="the run's prompt keys (rollout.settings.PROMPT_KEYS) as JSON"
+    )
     add_execution_argument(p)
     p.add_argument("--out-dir", type=Path, required=True)
     p.set_defaults(func=synthetic)

@@ -29,10 +29,11 @@ from workflow_scripts.cli import (
 )
 from workflow_scripts.core.artifacts import write_json, write_parquet
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.model import check_model_dir
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings
 from workflow_scripts.rollout.backends import make_backend
-from workflow_scripts.rollout.generation import Backend
+from workflow_scripts.rollout.generation import Backend, check_adapter
 from workflow_scripts.rollout.loop import (
     first_turn_outputs,
     grpo_groups,
@@ -63,6 +64,23 @@ def run_backend(run: dict[str, Any], threads: int | None) -> Backend:
     )
     log.info("backend %s, model %s, adapter %s", backend.name, run["model"], run.get("adapter"))
     return backend
+
+
+def check_inputs(run: dict[str, Any], data_dir: Path, *tables: str) -> None:
+    """Raise UserError unless the run's model, adapter and the ingested `tables` of `data_dir` are there.
+
+    Called first, before anything is loaded or written: a wrong input fails in a second with one message and
+    leaves `--out` as it was (Snakemake itself removes a job's old outputs before it runs, by design).
+    """
+    check_model_dir(Path(run["model"]))
+    if run.get("adapter"):
+        check_adapter(run["adapter"], run["model"])
+    for table in tables:
+        if not (data_dir / f"{table}.parquet").is_file():
+            raise UserError(
+                f"{data_dir} has no {table}.parquet, so it is not an ingested data set. Fix: pass the "
+                "directory the ingest stage wrote (results/data/<dataset>), or run that stage."
+            )
 
 
 def read_gold_ts(data_dir: Path) -> pd.DataFrame | None:
@@ -291,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     run = json.loads(args.settings)
     if args.command == "shard":
+        check_inputs(run, args.data_dir, "examples", "gold", "schema")
         sandbox_cfg, match = execution_settings(args)
         check_ingested(args.data_dir, match)
         trajectories = run_shard(run, args.data_dir, args.shard, sandbox_cfg, match, args.threads)
@@ -300,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = gather(args.run, run, args.shards, args.out_dir)
         log.info("summary: %s", json.dumps(summary))
     else:
+        check_inputs(run, args.data_dir, "examples", "gold", "schema")
         sandbox_cfg, match = execution_settings(args)
         check_ingested(args.data_dir, match)
         table = study(

@@ -130,7 +130,7 @@ def grpo(args: argparse.Namespace) -> None:
         examples,
         read_parquet(args.data_dir / "gold.parquet", "gold results"),
         read_parquet(args.data_dir / "schema.parquet", "schema"),
-        RolloutSettings.from_config(run),
+        RolloutSettings.from_keys(run),
     )
     sandbox_cfg, match = execution_settings(args)
     provenance = {
@@ -148,7 +148,7 @@ def grpo(args: argparse.Namespace) -> None:
         lora,
         settings,
         grpo_settings,
-        rollout=RolloutSettings.from_config(run),
+        rollout=RolloutSettings.from_keys(run),
         sandbox=sandbox_cfg,
         match=match,
         init_adapter=args.init_adapter,
@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("grpo", help="LoRA GRPO rewarded by the sandbox (one-shot or repair-aware)")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--data-dir", type=Path, required=True, help="the ingested train data set's directory")
-    p.add_argument("--rollout", required=True, help="the resolved rollout run (retrieval, feedback) as JSON")
+    p.add_argument(
+        "--rollout", required=True, help="the episodes' rollout keys (rollout.settings.EPISODE_KEYS) as JSON"
+    )
     add_execution_argument(p)
     p.add_argument("--init-adapter", type=Path, help="an SFT adapter to continue from (SFT→GRPO)")
     p.add_argument("--settings", default="{}", help="the `training.grpo` settings (and `lora`) as JSON")

@@ -1,9 +1,13 @@
-"""Checks of config.yaml that its schema cannot express: keys whose values must name each other."""
+"""Checks of config.yaml that its schema cannot express: keys whose values must name each other, and paths
+the run reads that are not there (both run by rules/common.smk before any job)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
+
+from workflow_scripts.core.packaged import PACKAGED_MODELS, is_packaged
 
 # alignment.selection.subsets when a config has no such key (the schema's default; the stages and the report
 # read it from a config or selection.json written before the key existed).
@@ -78,3 +82,96 @@ def config_problem(config: Mapping[str, Any]) -> str | None:
             f"({variants}) lacks base. Fix: add base to evaluation.variants."
         )
     return None
+
+
+def used_datasets(config: Mapping[str, Any]) -> list[str]:
+    """The data sets a run or a predictions file reads: train and eval sets, every run's and prediction's."""
+    names = {config["train_dataset"], config["eval_dataset"]}
+    names |= {run["dataset"] for run in config["runs"].values()}
+    names |= {pred["dataset"] for pred in config["predictions"].values()}
+    return sorted(names)
+
+
+def _is_built(path: str, built: Collection[str]) -> bool:
+    """Whether the workflow makes `path`: it is one of `built` or lies inside one of them."""
+    norm = os.path.normpath(path)
+    return any(norm == b or norm.startswith(b + os.sep) for b in map(os.path.normpath, built))
+
+
+def _absent(key: str, path: str, kind: str, fix: str) -> str:
+    # a relative path is the usual surprise: say what it is relative to
+    where = "" if os.path.isabs(path) else " (relative to the directory snakemake runs in)"
+    return f"config key {key} is {path!r}{where}, which is not {kind} here. Fix: {fix}"
+
+
+def path_problems(
+    config: Mapping[str, Any],
+    *,
+    built: Collection[str] = (),
+    is_file: Callable[[str], bool] = os.path.isfile,
+    is_dir: Callable[[str], bool] = os.path.isdir,
+) -> list[str]:
+    """Every path the run reads that is not there, one message per key naming the path and the fix.
+
+    Checked: the used data sets' `path`, `db_root`, `tables` and `test_suite_root`, `model.path` and every
+    run's `model` (a directory holding config.json, or a packaged model's name, which the workflow builds),
+    every run's `adapter` and every `predictions.NAME.path`. Paths in `built` (and inside them) are outputs
+    of the workflow (the demo data, the adapters it trains) and are not required to exist yet. Relative paths
+    are relative to the working directory, as Snakemake reads them. Run after `config_problem` (this needs
+    the names to resolve).
+    """
+    problems: list[str] = []
+    for name in used_datasets(config):
+        entry = config["datasets"][name]
+        wanted = (
+            ("path", is_file, "a file", "the data set's JSON or JSONL file of examples"),
+            ("db_root", is_dir, "a directory", "the directory holding its SQLite databases"),
+            ("tables", is_file, "a file", "its Spider tables.json, or null"),
+            ("test_suite_root", is_dir, "a directory", "its test-suite databases, or null"),
+        )
+        for field, exists, kind, what in wanted:
+            path = entry.get(field)
+            if path and not _is_built(path, built) and not exists(path):
+                problems.append(_absent(f"datasets.{name}.{field}", path, kind, f"point it at {what}."))
+    models = [("model.path", config["model"]["path"])]
+    models += [(f"runs.{n}.model", r["model"]) for n, r in config["runs"].items() if r.get("model")]
+    for key, value in models:
+        if is_packaged(value) or _is_built(str(value), built):
+            continue
+        if not is_dir(value):
+            problems.append(
+                f"config key {key} is {value!r}, which is neither a directory here nor a packaged model's "
+                f"name ({', '.join(PACKAGED_MODELS)}). Fix: set it to a local Hugging Face model directory "
+                "or to one of those names."
+            )
+        elif not is_file(os.path.join(value, "config.json")):
+            problems.append(
+                f"config key {key} is {value!r}, a directory without config.json, so not a Hugging Face "
+                "model. Fix: point it at the directory that holds config.json and the weights."
+            )
+    for name, run in config["runs"].items():
+        adapter = run.get("adapter")
+        if not adapter or _is_built(adapter, built):
+            continue
+        if not is_file(os.path.join(adapter, "adapter_config.json")):
+            kind = "a directory" if not is_dir(adapter) else "a PEFT adapter (it has no adapter_config.json)"
+            problems.append(
+                _absent(
+                    f"runs.{name}.adapter",
+                    adapter,
+                    kind,
+                    "point it at a PEFT adapter directory, or at one the workflow trains "
+                    "(results/adapters/<variant>), or remove the key.",
+                )
+            )
+    for name, pred in config["predictions"].items():
+        if not _is_built(pred["path"], built) and not is_file(pred["path"]):
+            problems.append(
+                _absent(
+                    f"predictions.{name}.path",
+                    pred["path"],
+                    "a file",
+                    "point it at the predictions file (one SQL per line, or JSONL with id and sql).",
+                )
+            )
+    return problems

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from workflow_scripts.core.errors import UserError
@@ -12,6 +12,19 @@ from workflow_scripts.rollout.generation import SamplingConfig
 
 ANSWERS = ("all", "greedy", "maj")
 REPAIR_PROMPTS = ("conversation", "refocus")
+
+# Which keys of a resolved run entry each consumer reads, so that each rule's params hold exactly those
+# (rules/common.smk): an edit then reruns only the jobs whose output it can change.
+# The first-turn prompt: schema retrieval and shown evidence (all that synthetic pairs take from their run).
+PROMPT_KEYS = ("schema_mode", "top_k_tables", "fk_hops", "cell_values", "evidence")
+# GRPO's episodes: the evaluation's prompts, feedback and stop strings; GRPO sets its own sampling, turns,
+# answer (every episode) and repair prompt (the conversation: an episode is one token sequence).
+EPISODE_KEYS = (*PROMPT_KEYS, "feedback_mode", "feedback_detail", "repair_scope", "stop")
+# Only size a job for the scheduler (Snakemake `threads`, `resources.gpu`): no output depends on them.
+RESOURCE_KEYS = ("threads", "gpus")
+# What the repair study (cli.rollout.study) overrides or never reads of eval_base's run: it repairs greedily,
+# one candidate per prompt, for repair_study.max_turns turns, on the examples of eval_base's trajectories.
+STUDY_UNUSED_KEYS = ("repair_samples", "repair_temperature", "max_turns", "limit", "shards")
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,13 @@ class RolloutSettings:
             self.sampling.temperature if self.repair_temperature is None else self.repair_temperature
         )
         return replace(self.sampling, num_samples=self.repair_samples, temperature=temperature)
+
+    @classmethod
+    def from_keys(cls, run: Mapping[str, Any]) -> RolloutSettings:
+        """The settings of the keys `run` has (e.g. only EPISODE_KEYS); every other one keeps its default."""
+        names = {f.name for f in fields(cls)} - {"sampling"}
+        sampling = SamplingConfig(stop=tuple(run["stop"])) if "stop" in run else SamplingConfig()
+        return cls(**{k: v for k, v in run.items() if k in names}, sampling=sampling)
 
     @classmethod
     def from_config(cls, run: Mapping[str, Any]) -> RolloutSettings:

@@ -227,8 +227,17 @@ class SandboxRollout:
         self.make_backend = make_backend or self.policy_backend
         self.by_prompt = {json.dumps(ex.prompt): ex for ex in examples}
         self.tokenizer, self.sandbox, self.match, self.grpo = tokenizer, sandbox, match, grpo
-        # one repair candidate, sampled at the GRPO temperature like the first turn
-        self.rollout = replace(rollout, max_turns=grpo.max_turns, repair_samples=1, repair_temperature=None)
+        # one repair candidate, sampled at the GRPO temperature like the first turn; every sample an episode
+        # of its own (an eval run's answer: greedy would add a greedy candidate to each group); the
+        # conversation repair prompt, which episode_tokens continues as one token sequence
+        self.rollout = replace(
+            rollout,
+            max_turns=grpo.max_turns,
+            repair_samples=1,
+            repair_temperature=None,
+            answer="all",
+            repair_prompt="conversation",
+        )
         self.batch_size, self.seed = batch_size, seed
         self.generation_seconds: list[float] = []
         self.reward_seconds: list[float] = []
