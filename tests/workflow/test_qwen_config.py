@@ -1,4 +1,5 @@
-"""config/qwen2.5-coder-3b.yaml stands on its own: merged over config.yaml, no demo-sized value survives."""
+"""The real-model configs stand on their own: config/qwen2.5-coder-3b.yaml (GPU) and
+config/qwen2.5-coder-0.5b-cpu.yaml (CPU), each merged over config.yaml, keep no demo-sized value."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from snakemake.utils import update_config, validate
 from tests.conftest import REPO
 
 QWEN = REPO / "config" / "qwen2.5-coder-3b.yaml"
+QWEN_CPU = REPO / "config" / "qwen2.5-coder-0.5b-cpu.yaml"
+CONFIGS = [QWEN, QWEN_CPU]
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
 # Keys of config.yaml the Qwen file may leave alone: none of them depends on the demo's size.
 KEPT = {
@@ -57,20 +60,31 @@ def has(node: dict, dotted: str) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def merged() -> dict:
-    """config.yaml updated with the Qwen file, as Snakemake does for `--configfile` (snakemake.utils)."""
+def merge(path: Path) -> dict:
+    """config.yaml updated with a Qwen file, as Snakemake does for `--configfile` (snakemake.utils)."""
     config = load(REPO / "config.yaml")
-    update_config(config, load(QWEN))
+    update_config(config, load(path))
     return config
 
 
-def test_the_merged_config_is_valid(merged: dict):
-    validate(copy.deepcopy(merged), str(SCHEMA))
+@pytest.fixture(scope="module")
+def merged() -> dict:
+    return merge(QWEN)
 
 
-def test_every_demo_value_is_set_again():
-    demo, qwen = load(REPO / "config.yaml"), load(QWEN)
+@pytest.fixture(scope="module")
+def merged_cpu() -> dict:
+    return merge(QWEN_CPU)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_the_merged_config_is_valid(path: Path):
+    validate(copy.deepcopy(merge(path)), str(SCHEMA))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_demo_value_is_set_again(path: Path):
+    demo, qwen = load(REPO / "config.yaml"), load(path)
     kept = [p for p in leaves(demo) if not any(p == k or p.startswith(f"{k}.") for k in KEPT)]
     assert len(kept) > 100, "the walk reaches the leaves"
     missing = [path for path in kept if not has(qwen, path)]
@@ -82,12 +96,14 @@ def test_the_allowlist_names_real_keys():
     assert all(has(demo, key) for key in KEPT)
 
 
-def test_nothing_refers_to_the_demo_data(merged: dict):
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_nothing_refers_to_the_demo_data(path: Path):
+    merged = merge(path)
     used = {merged["train_dataset"], merged["eval_dataset"]}
     used |= {run["dataset"] for run in merged["runs"].values()}
     used |= {pred["dataset"] for pred in merged["predictions"].values()}
     assert used == {"spider_train", "spider_dev"}
-    assert merged["model"]["path"].endswith("Qwen2.5-Coder-3B-Instruct")
+    assert "qwen2.5-coder" in merged["model"]["path"].lower()
 
 
 def test_the_published_setup(merged: dict):
@@ -129,3 +145,31 @@ def test_sizes_fit_a_real_run(merged: dict):
     # the selection subsets: fewer than the gold SQL of the mined examples alone
     assert 100 <= merged["alignment"]["selection"]["size"] < mining["limit"]
     assert merged["repair_study"]["enabled"] and merged["repair_study"]["limit"] >= 200
+
+
+def test_the_cpu_config_is_the_seeds_experiment_at_laptop_scale(merged_cpu: dict):
+    from workflow_scripts.core.packaged import PACKAGED_MODELS
+
+    assert merged_cpu["model"]["path"] == "qwen2.5-coder-0.5b-instruct" in PACKAGED_MODELS
+    evaluation = merged_cpu["evaluation"]
+    assert evaluation["variants"] == ["base", "sft", "dpo", "sft_dpo"]
+    assert evaluation["limit"] >= 200 and evaluation["feedback_detail"] == "minimal"  # a paired test's size
+    assert evaluation["max_turns"] >= 2 and merged_cpu["rollout"]["max_new_tokens"] >= 256
+    assert len(merged_cpu["training"]["lora"]["target_modules"]) == 7
+    assert merged_cpu["merge"]["input_fractions"] == {"synthetic": 0.2}
+    assert merged_cpu["merge"]["type_fractions"]["gold_vs_failed_attempt"] == 0.2
+    # a CPU machine: no GPU asked for, no CUDA-only engine, both cores for one job at a time
+    assert merged_cpu["rollout"]["gpus"] == merged_cpu["training"]["gpus"] == 0
+    assert merged_cpu["rollout"]["backend"] in ("prefer_vllm", "transformers", "auto")
+    assert not merged_cpu["training"]["grpo"]["use_vllm"]
+    mining = merged_cpu["runs"]["train_mining"]
+    assert mining["num_samples"] >= 4 and mining["temperature"] > 0.3 and mining["max_turns"] >= 2
+    assert merged_cpu["alignment"]["selection"]["size"] < mining["limit"]
+
+
+def test_the_held_out_overlay_keeps_the_data_set_names_and_validates(merged_cpu: dict):
+    overlay = load(REPO / "config" / "examples" / "spider-train-heldout.yaml")
+    assert set(overlay) == {"datasets"} and set(overlay["datasets"]) == {"spider_train", "spider_dev"}
+    update_config(merged_cpu, overlay)
+    validate(copy.deepcopy(merged_cpu), str(SCHEMA))
+    assert merged_cpu["datasets"]["spider_dev"]["path"].endswith("heldout.json")
