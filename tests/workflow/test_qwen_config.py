@@ -170,6 +170,7 @@ def test_the_cpu_config_is_the_seeds_experiment_at_laptop_scale(merged_cpu: dict
 def test_the_held_out_overlay_keeps_the_data_set_names_and_validates(merged_cpu: dict):
     overlay = load(REPO / "config" / "examples" / "spider-train-heldout.yaml")
     assert set(overlay) == {"datasets"} and set(overlay["datasets"]) == {"spider_train", "spider_dev"}
-    update_config(merged_cpu, overlay)
-    validate(copy.deepcopy(merged_cpu), str(SCHEMA))
-    assert merged_cpu["datasets"]["spider_dev"]["path"].endswith("heldout.json")
+    config = copy.deepcopy(merged_cpu)
+    update_config(config, overlay)
+    validate(config, str(SCHEMA))
+    assert config["datasets"]["spider_dev"]["path"].endswith("heldout.json")
