@@ -1,4 +1,4 @@
--- Multi-table Spider-like schemas (the demo of before issue #16) for the retrieval tests: table selection
+-- Multi-table Spider-like schemas (the earlier demo, before its databases became two-table) for the retrieval tests: table selection
 -- needs databases with more tables than top_k. One statement per line; '-- name' starts a database.
 -- concert_singer
 CREATE TABLE stadium ( stadium_id INTEGER, name TEXT, location TEXT, capacity INTEGER, PRIMARY KEY (stadium_id));
