@@ -8,7 +8,7 @@ runs the main job's evaluation there (`snakemake --cores all results/evaluation/
 what it needs). Prints, per variant, first-turn and final EX, repair SR, and against base the first-turn ΔEX
 with its bootstrap 95% CI and McNemar's p. `--check` exits 1 unless some trained variant beats base by at
 least `--min-gain` first-turn EX with p < `--alpha`, and repair fixes first-turn failures in some variant
-(final EX above first-turn EX): a guard against regressions of the demo (issue #16), not a timed test.
+(final EX above first-turn EX): a guard against regressions of the demo's measured gains, not a timed test.
 """
 
 from __future__ import annotations

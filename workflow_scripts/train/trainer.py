@@ -11,7 +11,7 @@ transformers as a `PeftModel` (see `generation.TransformersBackend`). The adapte
 directory beside `out_dir` and renamed into place only when the run succeeded.
 
 Measured on a 2-core CPU (SmolLM2-135M, r=16 on q/k/v/o, batch 4, ~365-token sequences, fp32, gradient
-checkpointing; benchmarks/train.py, figures in the README): SFT 9.9 s/step at 2.0 GiB peak RSS; DPO 19.4
+checkpointing; benchmarks/train.py and its README): SFT 9.9 s/step at 2.0 GiB peak RSS; DPO 19.4
 s/step plus a 25 s reference pass, at 3.8 GiB (a DPO batch of 4 pairs runs 8 sequences). bf16 autocast is
 slower on that CPU and changes outputs, so precision "auto" means bf16 on a CUDA GPU and fp32 elsewhere. On
 CPU trl's fused LM head is made to score the completion tokens only (`_completion_only_lm_head`), which halves
