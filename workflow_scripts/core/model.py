@@ -29,12 +29,19 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, source: dict, eos_token: str
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    # Built on the meta device and given the loaded tensors themselves (assign): a second, randomly
+    # initialised copy of the weights would double the peak memory (~14 GB for the 1.5B model in fp32).
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False, assign=True)
     # Tied output embeddings are the only keys allowed to be absent from the GGUF state dict.
     if [k for k in missing if "lm_head" not in k] or unexpected:
         raise RuntimeError(f"GGUF conversion lost weights: missing={missing} unexpected={unexpected}")
     model.tie_weights()
+    for name, buffer in loaded.named_buffers():  # non-persistent buffers (rotary frequencies) stay on meta
+        owner, _, attr = name.rpartition(".")
+        model.get_submodule(owner).register_buffer(attr, buffer, persistent=False)
+    del loaded
     tokenizer.padding_side = "left"
     if eos_token is not None:
         tokenizer.eos_token = eos_token
