@@ -171,7 +171,7 @@ def headline_figure(ex: pd.DataFrame, delta: pd.DataFrame) -> plt.Figure:
         ax.bar(x, rows["EX"], width=0.4, color=color, label=mode, yerr=yerr, capsize=3, ecolor="#52606d")
         tops = rows["high"].fillna(rows["EX"]).fillna(0)
         for xi, value, top in zip(x, rows["EX"], tops, strict=True):
-            ax.text(xi, top + 0.01, "" if pd.isna(value) else f"{value:.0%}", ha="center", fontsize=8)
+            ax.text(xi, top + 0.01, "" if pd.isna(value) else f"{value:.1%}", ha="center", fontsize=7)
     ax.set_xticks(range(len(variants)), variants)
     ax.set_ylabel("execution accuracy (EX)")
     ax.set_ylim(0, max(0.1, float(ex[["EX", "high"]].max().max()) * 1.18))
@@ -199,6 +199,7 @@ def _delta_panel(ax: plt.Axes, delta: pd.DataFrame) -> None:
                     f"p = {p:.2g}", (high, yi), xytext=(4, -3), textcoords="offset points", fontsize=7
                 )
     ax.axvline(0, color="#9aa5b1", linewidth=0.8)
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
     ax.set_yticks(range(len(variants)), variants)
     ax.invert_yaxis()
     ax.set_ylim(len(variants) - 0.5, -0.5)
