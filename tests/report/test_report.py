@@ -146,7 +146,7 @@ def test_repair_study_heatmaps_left_out_with_the_reason_when_nothing_was_fixed(t
     table = pd.DataFrame([row, {**row, "repair_scope": "verified", "repairs": 20}])
     table.to_parquet(tmp_path / "study.parquet")
     html = repair_study_section(tmp_path / "study.parquet")
-    assert "<img" not in html and "38 repairs over 2 feedback mode × repair scope combinations" in html
+    assert "<img" not in html and "38 repairs of the base model's answers over 2 feedback mode" in html
     assert "first-turn EX (0.0%) in every cell" in html
     table.assign(fixed=[0, 1], **{"final EX": [0.0, 0.05]}).to_parquet(tmp_path / "study.parquet")
     assert "<img" in repair_study_section(tmp_path / "study.parquet")

@@ -198,19 +198,21 @@ def repair_study_figure(table: pd.DataFrame) -> plt.Figure:
 
 
 def uniform_study_note(table: pd.DataFrame) -> str:
-    """Why the heatmaps are left out when no combination fixed an answer (they would be uniform), with the
-    numbers; empty when some combination fixed one."""
+    """Why the heatmaps are left out when no combination fixed an answer (they would show nothing but the
+    first-turn EX), with the numbers; empty when some combination fixed one."""
     if table.empty or int(table["fixed"].sum()) > 0:
         return ""
-    first = sorted({f"{v:.1%}" for v in table["first-turn EX"].dropna()})
+    first = ", ".join(sorted({f"{v:.1%}" for v in table["first-turn EX"].dropna()}))
+    if (table["final EX"] == table["first-turn EX"]).all():
+        cells = f"final EX equals first-turn EX ({first}) in every cell"
+    else:
+        cells = f"final EX is first-turn EX ({first}) less {int(table['broken'].sum())} broken answers"
     return (
-        f"No combination fixed an answer: {int(table['repairs'].sum())} repairs over {len(table)} feedback "
-        f"mode × repair scope combinations on {int(table['examples'].max())} examples fixed none, so final "
-        "EX "
-        f"equals first-turn EX ({', '.join(first)}) in every cell and repair SR is 0% wherever there was a "
-        "repair; the heatmaps would be uniform and are left out. The study repairs the base model's answers, "
-        "and this base model does not repair its own SQL; the Evaluation matrix shows the variants whose "
-        "repairs do fix answers."
+        f"No combination fixed an answer: {int(table['repairs'].sum())} repairs of the base model's answers "
+        f"over {len(table)} feedback mode × repair scope combinations on {int(table['examples'].max())} "
+        f"examples fixed none, so {cells}; the heatmaps would show nothing more and are left out. The base "
+        "model does not turn this feedback into a right answer here; the Evaluation matrix shows the "
+        "variants whose repairs do."
     )
 
 
