@@ -121,6 +121,8 @@ def test_summary_is_the_first_section_and_the_record_the_last(page: str) -> None
 def test_counts_print_as_integers(page: str) -> None:
     assert "<td>851</td>" in page and "851.000" not in page
     assert "<td>0.177</td>" in page  # a fraction keeps its decimals
+    pairs = page[page.index('<section id="pairs">') :]
+    assert "<img" not in pairs[: pairs.index("</section>")]  # no pair types: no empty bar chart
     shown = table_html(pd.DataFrame({"count": [851.0, None, 3.0], "rate": [0.25, 1.0, 0.0]}))
     assert "<td>851</td>" in shown and "<td>3</td>" in shown and "<td>1.000</td>" in shown
 

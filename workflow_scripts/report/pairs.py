@@ -64,7 +64,8 @@ def pairs_section(quality_file: Path) -> str:
         f"Hard negatives made: {before.get('negatives_made', 0)}, of which "
         f"{before.get('negatives_kept', 0)} give a result different from gold.</p>"
     )
-    body += figure_html(
-        pair_types_figure(before.get("by_type", {}), after.get("by_type", {})), "pairs by type"
-    )
+    if before.get("by_type") or after.get("by_type"):  # no empty axes when no pair was mined
+        body += figure_html(
+            pair_types_figure(before.get("by_type", {}), after.get("by_type", {})), "pairs by type"
+        )
     return section("pairs", "Preference pairs", body)
