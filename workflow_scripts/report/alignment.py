@@ -97,8 +97,8 @@ def rank_claim(summary: pd.DataFrame) -> str:
         )
     return (
         f"The paper's claim that 1–2 queries per database suffice to rank training sets fails here: rank "
-        f"agreement {numbers}. So few target queries give n-gram distributions too sparse to order the sets "
-        "as the whole target does; compare training sets here only on the whole target."
+        f"agreement {numbers}. At these sizes a draw's n-gram distribution rests on a handful of queries; "
+        "compare training sets here on the whole target only."
     )
 
 

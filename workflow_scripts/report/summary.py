@@ -199,7 +199,7 @@ def _delta_panel(ax: plt.Axes, delta: pd.DataFrame) -> None:
                     f"p = {p:.2g}", (high, yi), xytext=(4, -3), textcoords="offset points", fontsize=7
                 )
     ax.axvline(0, color="#9aa5b1", linewidth=0.8)
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # clear of the p-values
     ax.set_yticks(range(len(variants)), variants)
     ax.invert_yaxis()
     ax.set_ylim(len(variants) - 0.5, -0.5)
