@@ -14,7 +14,7 @@ from workflow_scripts import __version__
 
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 1.2rem auto;
-       max-width: 72rem; color: #1f2933; line-height: 1.45; padding: 0 1rem; }
+       max-width: 80rem; color: #1f2933; line-height: 1.45; padding: 0 1rem; }
 h1 { font-size: 1.5rem; margin: 0 0 .1rem; } h2 { border-bottom: 2px solid #e4e7eb; padding-bottom: .2rem;
 margin-top: 2.2rem; } .meta { color: #616e7c; font-size: .85rem; margin: 0 0 .3rem; }
 #summary h2 { margin-top: .8rem; } .lead { font-size: 1.12rem; margin: .4rem 0; }
@@ -23,7 +23,7 @@ table { border-collapse: collapse; margin: .8rem 0; font-size: .92rem; }
 th, td { padding: .3rem .7rem; border-bottom: 1px solid #e4e7eb; text-align: right; vertical-align: top; }
 th { background: #f5f7fa; } td:first-child, th:first-child { text-align: left; }
 td.text { text-align: left; font-family: ui-monospace, monospace; font-size: .82rem; max-width: 26rem;
-          white-space: pre-wrap; overflow-wrap: anywhere; }
+          white-space: pre-wrap; overflow-wrap: break-word; } th.text { text-align: left; }
 .note { background: #f0f4f8; border-left: 4px solid #9fb3c8; padding: .5rem .9rem; margin: .8rem 0; }
 nav { font-size: .88rem; } nav a { margin-right: .8rem; } img { max-width: 100%; }
 """
@@ -67,13 +67,14 @@ def table_html(df: pd.DataFrame, text_columns: tuple[str, ...] = ()) -> str:
 
     `text_columns` are shown left-aligned in monospace and wrapped.
     """
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    text = ' class="text"'
+    head = "".join(f"<th{text if c in text_columns else ''}>{html.escape(str(c))}</th>" for c in df.columns)
     integers = integer_columns(df)
     body = []
     for row in df.itertuples(index=False):
         cells = []
         for col, value in zip(df.columns, row, strict=True):
-            cls = ' class="text"' if col in text_columns else ""
+            cls = text if col in text_columns else ""
             cells.append(f"<td{cls}>{html.escape(cell_text(value, col in integers))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (

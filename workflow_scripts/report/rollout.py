@@ -140,7 +140,7 @@ def rollout_section(run_dirs: dict[str, Path], recall_file: Path | None) -> str:
     """Rollouts: metrics per run, failures by turn, repairs that worked, retrieval recall."""
     summaries = {n: json.loads((d / "summary.json").read_text()) for n, d in run_dirs.items()}
     trajectories = {n: pd.read_parquet(d / "trajectories.parquet") for n, d in run_dirs.items()}
-    body = table_html(rollout_metrics_table(summaries))
+    body = table_html(rollout_metrics_table(summaries), text_columns=("run", "feedback", "backend"))
     body += (
         '<p class="note">EX is at example level (any sample\'s final answer correct). Repair SR is the share '
         "of repaired trajectories that end correct. Feedback is mode / detail / repair scope / repair "
