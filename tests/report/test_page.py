@@ -118,9 +118,11 @@ def test_summary_is_the_first_section_and_the_record_the_last(page: str) -> None
     assert page.index('<section id="record">') > page.index('<section id="evaluation">')
 
 
-def test_counts_print_as_integers(page: str) -> None:
+def test_counts_print_as_integers_and_p_values_keep_their_digits(page: str, run: dict[str, Path]) -> None:
     assert "<td>851</td>" in page and "851.000" not in page
     assert "<td>0.177</td>" in page  # a fraction keeps its decimals
+    paired = pd.read_parquet(run["evaluation"] / "paired_one_shot.parquet")
+    assert f"<td>{paired.loc[0, 'McNemar p']:.2g}</td>" in page and paired.loc[0, "McNemar p"] < 0.0005
     pairs = page[page.index('<section id="pairs">') :]
     assert "<img" not in pairs[: pairs.index("</section>")]  # no pair types: no empty bar chart
     shown = table_html(pd.DataFrame({"count": [851.0, None, 3.0], "rate": [0.25, 1.0, 0.0]}))

@@ -92,7 +92,9 @@ def evaluation_section(eval_dir: Path) -> str:
             continue
         paired = pd.read_parquet(eval_dir / f"{name}.parquet")
         if len(paired):
-            body += f"<h3>Paired differences, {title}</h3>" + table_html(paired)
+            # p to two significant digits: three decimals print a p of 0.00049 as 0.000
+            shown = paired.assign(**{"McNemar p": paired["McNemar p"].map(lambda p: f"{p:.2g}")})
+            body += f"<h3>Paired differences, {title}</h3>" + table_html(shown)
     body += (
         '<p class="note">ΔEX is measured on the same examples; the interval is a 95% percentile bootstrap '
         "over examples and p is McNemar's exact test on the discordant examples. An interval that contains 0 "
