@@ -139,7 +139,7 @@ def headline_delta(paired: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 "high": rows["95% CI high"].astype(float),
                 "p": rows["McNemar p"].astype(float),
             }
-        )  # fmt: skip
+        )
         for mode, table in paired.items()
         if len(rows := table[table["a"] == "base"])
     ]
@@ -201,8 +201,7 @@ def _delta_panel(ax: plt.Axes, delta: pd.DataFrame) -> None:
     ax.axvline(0, color="#9aa5b1", linewidth=0.8)
     ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # clear of the p-values
     ax.set_yticks(range(len(variants)), variants)
-    ax.invert_yaxis()
-    ax.set_ylim(len(variants) - 0.5, -0.5)
+    ax.set_ylim(len(variants) - 0.5, -0.5)  # the first variant on top
     low, high = float(delta["low"].min()), float(delta["high"].max())
     ax.set_xlim(min(low, 0) - 0.02, max(high, 0) + 0.1)  # room for the p-values right of the intervals
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:+.0f}"))
