@@ -78,7 +78,7 @@ def test_split_by_database(records: dict[str, list[dict[str, str]]]) -> None:
 def test_records_are_spider_format_and_unique(records: dict[str, list[dict[str, str]]]) -> None:
     everything = [r for split in SPLITS for r in records[split]]
     for r in everything:
-        assert set(r) == {"db_id", "question", "query"}
+        assert set(r) == {"db_id", "question", "query", "family"} and r["family"] in FAMILIES
         assert r["question"].strip() and r["query"].startswith("SELECT ")
     keys = [(r["db_id"], r["question"]) for r in everything]
     assert len(keys) == len(set(keys))

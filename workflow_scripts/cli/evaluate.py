@@ -34,8 +34,9 @@ from workflow_scripts.core.scoring import execute_gold
 from workflow_scripts.core.ts_databases import execute_gold_ts
 from workflow_scripts.data.ingest import DatasetSpec, normalize_records, read_records
 from workflow_scripts.evaluation.matrix import (
-    by_difficulty,
+    breakdowns,
     compare_table,
+    example_groups,
     outcomes,
     paired_stats,
     paired_voting,
@@ -61,18 +62,18 @@ def compare(args: argparse.Namespace) -> None:
         files.append(Path(path) / "trajectories.parquet")
         results[name] = outcomes(pd.read_parquet(files[-1]))
     matching = inherited_matching(files)
-    difficulty = pd.Series(dtype=object)
+    groups: dict[str, pd.Series] = {}
     if args.examples is not None:
         examples = pd.read_parquet(args.examples)
-        if "difficulty" in examples:
-            difficulty = examples.set_index("id")["difficulty"]
+        groups = example_groups(examples)
         excluded_file = args.examples.parent / "excluded.parquet"
         if (matching or {}).get("metric") == BIRD and excluded_file.is_file():
             # BIRD: every question in the denominator; an unscorable one counts as wrong
             results = with_unscored(results, examples, pd.read_parquet(excluded_file))
     tables = {
-        "compare": compare_table(results),
-        "difficulty": by_difficulty(results, difficulty),
+        "compare": compare_table(results, seed=args.seed),
+        # EX by BIRD difficulty, the demo's question family and Spider hardness (whichever the data allows)
+        "difficulty": breakdowns(results, groups),
         "taxonomy": taxonomy(results),
         "routing": routing(results),
         "paired_one_shot": paired_stats(results, "first_correct", seed=args.seed),
@@ -135,7 +136,11 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=compare)
     p.add_argument("--variant", action="append", required=True, metavar="NAME=ROLLOUT_DIR")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    p.add_argument("--examples", type=Path, help="examples.parquet of the eval set (for EX by difficulty)")
+    p.add_argument(
+        "--examples",
+        type=Path,
+        help="examples.parquet of the eval set (for EX by difficulty, family, hardness)",
+    )
     p.add_argument("--out-dir", type=Path, required=True)
     p = sub.add_parser("score", help="score an external predictions file")
     p.set_defaults(func=score)

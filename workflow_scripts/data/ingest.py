@@ -3,8 +3,9 @@
 BIRD's layout is read as it is distributed: ``dev.json`` / ``train.json`` records with ``question``, ``SQL``,
 ``evidence``, ``db_id``, ``difficulty`` and ``question_id``; ``dev_databases/<db_id>/<db_id>.sqlite`` (the
 ``db_root``) and ``dev_tables.json`` (the ``tables`` file, Spider's format). ``evidence`` (BIRD's external
-knowledge) and ``difficulty`` are kept as columns of the examples; a data set whose records carry
-``evidence`` is BIRD-style, and its evidence is shown in prompts unless ``prompt.evidence`` is false.
+knowledge), ``difficulty`` and ``family`` (the embedded demo's question family) are kept as columns of the
+examples; a data set whose records carry ``evidence`` is BIRD-style, and its evidence is shown in prompts
+unless ``prompt.evidence`` is false.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ QUESTION_KEYS = ("question", "utterance", "nl")
 SQL_KEYS = ("query", "sql", "gold_sql", "SQL")
 EVIDENCE_KEYS = ("evidence",)
 DIFFICULTY_KEYS = ("difficulty",)
+FAMILY_KEYS = ("family",)  # the demo's question family (workflow_scripts/data/demo)
 DB_PATH_KEYS = ("db_path", "database_path", "sqlite_path")
 ID_KEYS = ("id", "question_id", "instance_id")
 
 MissingDbPolicy = Literal["error", "skip"]
 
-EXAMPLE_COLUMNS = ["id", "position", "db_id", "db_path", "question", "gold_sql", "evidence", "difficulty"]
+EXAMPLE_COLUMNS = [
+    "id", "position", "db_id", "db_path", "question", "gold_sql", "evidence", "difficulty", "family"
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,7 @@ def normalize_records(
             "gold_sql": gold_sql,
             "evidence": _first_string(record, EVIDENCE_KEYS),
             "difficulty": _first_string(record, DIFFICULTY_KEYS),
+            "family": _first_string(record, FAMILY_KEYS),
         }
         if db_path.is_file():
             rows.append(row)

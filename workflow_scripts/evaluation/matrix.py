@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts.core.sandbox import ERROR_CLASSES
+from workflow_scripts.evaluation.hardness import LEVELS as HARDNESS_LEVELS
+from workflow_scripts.evaluation.hardness import spider_hardness
 from workflow_scripts.rollout.summary import answer_trajectories, final_answers, voting_table
 
 # Every execution error class is something an executor sees, with no reference answer.
@@ -73,8 +75,15 @@ def outcomes(trajectories: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def compare_table(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per (variant, mode): EX, repair success rate and executable rate."""
+def ex_with_ci(correct: pd.Series, seed: int = 0) -> dict[str, float]:
+    """EX of a per-example correct column and its 95% percentile bootstrap interval over examples."""
+    values = correct.fillna(False).astype(bool).to_numpy(dtype=float)
+    low, high = bootstrap_ci(values, seed=seed)
+    return {"final EX": values.mean() if len(values) else math.nan, "95% CI low": low, "95% CI high": high}
+
+
+def compare_table(results: dict[str, pd.DataFrame], *, seed: int = 0) -> pd.DataFrame:
+    """One row per (variant, mode): EX with its 95% bootstrap interval, repair SR and executable rate."""
     rows = []
     for variant, o in results.items():
         repaired = ~o["first_correct"] & o["repaired"]
@@ -87,14 +96,14 @@ def compare_table(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 "variant": variant,
                 "mode": mode,
                 "first-turn EX": o["first_correct"].mean(),
-                "final EX": o[final].mean(),
+                **ex_with_ci(o[final], seed),
                 "repair SR": sr,
                 "executable": o[executable].mean(),
                 "examples": len(o),
             })  # fmt: skip
         for mode, column in decodings(o):
-            ex = o[column].astype(bool).mean()
-            rows.append({"variant": variant, "mode": mode, "first-turn EX": ex, "final EX": ex,
+            ex = ex_with_ci(o[column], seed)
+            rows.append({"variant": variant, "mode": mode, "first-turn EX": ex["final EX"], **ex,
                          "repair SR": None, "executable": None, "examples": len(o)})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -214,33 +223,67 @@ def paired_stats(results: dict[str, pd.DataFrame], column: str, *, seed: int = 0
     return pd.DataFrame(rows)
 
 
-DIFFICULTY_ORDER = {"simple": 0, "moderate": 1, "challenging": 2}
+DIFFICULTY_ORDER = ("simple", "moderate", "challenging")
+# The breakdowns of difficulty.parquet: name -> the order of its levels (others follow, sorted by name).
+BREAKDOWNS = {"difficulty": DIFFICULTY_ORDER, "question family": (), "Spider hardness": HARDNESS_LEVELS}
+
+
+def by_level(
+    results: dict[str, pd.DataFrame], levels: pd.Series, breakdown: str, order: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """EX per variant, mode and level of one breakdown of the examples, and over all of them.
+
+    `levels` maps example id to its level (a BIRD difficulty, a question family, a Spider hardness);
+    examples without one are `unknown`. Levels follow `order`, then the others by name, then `all`.
+    """
+    columns = ["breakdown", "variant", "mode", "level", "examples", "EX"]
+    rank = {name: i for i, name in enumerate(order)}
+    rows = []
+    for variant, o in results.items():
+        of = levels.reindex(o.index).fillna("unknown").astype(str)
+        shown = sorted(set(of), key=lambda v: (rank.get(v, len(rank)), v == "unknown", v))
+        for mode, column in (("one-shot", "first_correct"), ("repair", "final_correct")):
+            for name in [*shown, "all"]:
+                mask = of == name if name != "all" else pd.Series(True, index=o.index)
+                rows.append({
+                    "breakdown": breakdown, "variant": variant, "mode": mode, "level": name,
+                    "examples": int(mask.sum()),
+                    "EX": float(o.loc[mask, column].astype(bool).mean()) if mask.any() else None,
+                })  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
 
 
 def by_difficulty(results: dict[str, pd.DataFrame], difficulty: pd.Series) -> pd.DataFrame:
     """EX per variant, mode and `difficulty` (BIRD's simple / moderate / challenging), and over all.
 
-    `difficulty` maps example id to its level; examples without one are `unknown`. Empty when no example
-    of the eval set has a difficulty (Spider-style data).
+    Empty when no example of the eval set has a difficulty (Spider-style data).
     """
     columns = ["variant", "mode", "difficulty", "examples", "EX"]
     if difficulty.dropna().empty:
         return pd.DataFrame(columns=columns)
-    rows = []
-    for variant, o in results.items():
-        levels = difficulty.reindex(o.index).fillna("unknown").astype(str)
-        order = sorted(set(levels), key=lambda v: (DIFFICULTY_ORDER.get(v, 3), v))
-        for mode, column in (("one-shot", "first_correct"), ("repair", "final_correct")):
-            for level in [*order, "all"]:
-                mask = levels == level if level != "all" else pd.Series(True, index=o.index)
-                rows.append({
-                    "variant": variant,
-                    "mode": mode,
-                    "difficulty": level,
-                    "examples": int(mask.sum()),
-                    "EX": float(o.loc[mask, column].astype(bool).mean()) if mask.any() else None,
-                })  # fmt: skip
-    return pd.DataFrame(rows, columns=columns)
+    table = by_level(results, difficulty, "difficulty", DIFFICULTY_ORDER)
+    return table.rename(columns={"level": "difficulty"})[columns]
+
+
+def example_groups(examples: pd.DataFrame) -> dict[str, pd.Series]:
+    """The breakdowns the eval set allows, each a Series from example id to level.
+
+    The data set's own `difficulty` (BIRD) and `family` (the demo's question families) when any example has
+    one, and always Spider's hardness of the gold SQL, which needs nothing but the query.
+    """
+    by_id = examples.set_index(examples["id"].astype(str))
+    groups = {}
+    for column, name in (("difficulty", "difficulty"), ("family", "question family")):
+        if column in by_id and by_id[column].notna().any():
+            groups[name] = by_id[column]
+    groups["Spider hardness"] = by_id["gold_sql"].map(spider_hardness)
+    return groups
+
+
+def breakdowns(results: dict[str, pd.DataFrame], groups: dict[str, pd.Series]) -> pd.DataFrame:
+    """EX per variant and mode within each level of every breakdown in `groups` (`example_groups`)."""
+    frames = [by_level(results, levels, name, BREAKDOWNS.get(name, ())) for name, levels in groups.items()]
+    return pd.concat(frames, ignore_index=True) if frames else by_level({}, pd.Series(dtype=object), "")
 
 
 def with_unscored(

@@ -2,35 +2,54 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from matplotlib.ticker import PercentFormatter
 
 from workflow_scripts.report.html import figure_html, section, table_html
 from workflow_scripts.rollout.loop import final_answers
 
+BREAKDOWN_NOTES = {
+    "difficulty": "the data set's own difficulty labels (BIRD: simple, moderate, challenging)",
+    "question family": "the demo's question families (workflow_scripts/data/demo/families.py), one question "
+    "of each family per held-out database",
+    "Spider hardness": "Spider's hardness of the gold SQL (easy, medium, hard, extra), by the rules of "
+    "Spider's evaluation script over sqlglot's parse",
+}
 
-def ex_figure(compare: pd.DataFrame) -> plt.Figure:
-    """Grouped bars: EX per variant, one-shot and with repair."""
-    variants = list(dict.fromkeys(compare["variant"]))
-    fig, ax = plt.subplots(figsize=(1.4 + 1.3 * len(variants), 3.2))
-    for offset, (mode, color) in zip(
-        (-0.2, 0.2), (("one-shot", "#9fb3c8"), ("repair", "#3e7cb1")), strict=True
-    ):
-        values = compare[compare["mode"] == mode].set_index("variant").reindex(variants)["final EX"]
-        bars = ax.bar([i + offset for i in range(len(variants))], values, width=0.4, color=color, label=mode)
-        ax.bar_label(bars, labels=[f"{v:.0%}" for v in values], fontsize=8, padding=2)
-    ax.set_xticks(range(len(variants)), variants)
-    ax.set_ylabel("execution accuracy (EX)")
-    ax.set_ylim(0, max(0.1, float(compare["final EX"].max()) * 1.25))
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    # Above the axes, so that it never hides a bar's label.
-    ax.legend(frameon=False, fontsize=8, ncols=2, loc="lower center", bbox_to_anchor=(0.5, 1.0))
-    ax.spines[["top", "right"]].set_visible(False)
-    return fig
+
+def breakdown_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One breakdown of difficulty.parquet as a table: a row per level (with its examples), a column per
+    variant and mode, cells EX in percent."""
+    levels = list(dict.fromkeys(rows["level"]))
+    cells = rows.assign(
+        column=rows["variant"] + " " + rows["mode"],
+        shown=rows["EX"].map(lambda v: f"{v:.1%}" if pd.notna(v) else ""),
+    )
+    table = cells.pivot(index="level", columns="column", values="shown")
+    table = table.reindex(index=levels, columns=list(dict.fromkeys(cells["column"])))
+    examples = rows.drop_duplicates("level").set_index("level")["examples"].reindex(levels)
+    return (
+        table.rename_axis(columns=None)
+        .reset_index()
+        .rename(columns={"level": ""})
+        .assign(examples=examples.to_numpy())[["", "examples", *table.columns]]
+    )
+
+
+def breakdown_html(difficulty: pd.DataFrame) -> str:
+    """EX by every breakdown that difficulty.parquet holds (BIRD difficulty, question family, hardness)."""
+    if "breakdown" not in difficulty:  # written before the breakdowns: BIRD difficulty only
+        difficulty = difficulty.rename(columns={"difficulty": "level"}).assign(breakdown="difficulty")
+    body = ""
+    for name, rows in difficulty.groupby("breakdown", sort=False):
+        body += f"<h3>EX by {html.escape(str(name))}</h3>" + table_html(breakdown_table(rows))
+        note = BREAKDOWN_NOTES.get(str(name))
+        body += f'<p class="note">Rows: {html.escape(note)}.</p>' if note else ""
+    return body
 
 
 def _pivot_counts(table: pd.DataFrame, row: str) -> pd.DataFrame:
@@ -45,19 +64,15 @@ def _pivot_counts(table: pd.DataFrame, row: str) -> pd.DataFrame:
 def evaluation_section(eval_dir: Path) -> str:
     """The evaluation matrix: EX per variant and mode, error taxonomy, routing, paired statistics."""
     compare = pd.read_parquet(eval_dir / "compare.parquet")
-    body = table_html(compare) + figure_html(ex_figure(compare), "EX per variant")
+    body = table_html(compare)
     body += (
         '<p class="note">Every variant is rolled out through the same rollout code, prompts and sandbox. '
-        "The one-shot figures are turn 1 of the repair run: with greedy decoding they are the same thing.</p>"
+        "The one-shot figures are turn 1 of the repair run: with greedy decoding they are the same thing. "
+        "The 95% CI of final EX is a percentile bootstrap over examples; the Summary charts it.</p>"
     )
     difficulty_file = eval_dir / "difficulty.parquet"
     if difficulty_file.is_file() and len(difficulty := pd.read_parquet(difficulty_file)):
-        shown = difficulty.assign(EX=difficulty["EX"].map(lambda v: f"{v:.1%}" if pd.notna(v) else ""))
-        body += "<h3>EX by difficulty</h3>" + table_html(
-            shown.pivot_table(
-                index=["variant", "mode"], columns="difficulty", values="EX", aggfunc="first", sort=False
-            ).reset_index()
-        )
+        body += breakdown_html(difficulty)
     body += "<h3>Error taxonomy: first-turn errors (fixed by repair)</h3>"
     body += table_html(_pivot_counts(pd.read_parquet(eval_dir / "taxonomy.parquet"), "first-turn error"))
     body += "<h3>Verifier-aware routing: first-turn failures (fixed by repair)</h3>"
@@ -77,7 +92,9 @@ def evaluation_section(eval_dir: Path) -> str:
             continue
         paired = pd.read_parquet(eval_dir / f"{name}.parquet")
         if len(paired):
-            body += f"<h3>Paired differences, {title}</h3>" + table_html(paired)
+            # p to two significant digits: three decimals print a p of 0.00049 as 0.000
+            shown = paired.assign(**{"McNemar p": paired["McNemar p"].map(lambda p: f"{p:.2g}")})
+            body += f"<h3>Paired differences, {title}</h3>" + table_html(shown)
     body += (
         '<p class="note">ΔEX is measured on the same examples; the interval is a 95% percentile bootstrap '
         "over examples and p is McNemar's exact test on the discordant examples. An interval that contains 0 "

@@ -49,8 +49,9 @@ def pairs_section(quality_file: Path) -> str:
     """Preference data: pair quality before and after the Synth20 merge, pairs by type."""
     q = json.loads(quality_file.read_text())
     before, after = q["before"], q["after"]
+    # object columns, so that counts stay integers beside the rates of the same column
     table = pd.DataFrame([{"": label, "mined": before.get(key), "merged": after.get(key)}
-                          for key, label in QUALITY_ROWS.items()])  # fmt: skip
+                          for key, label in QUALITY_ROWS.items()], dtype=object)  # fmt: skip
     settings = q["settings"]
     caps = ", ".join(
         f"{k} ≤ {v:.0%}" for k, v in {**settings["input_fractions"], **settings["type_fractions"]}.items()
@@ -63,7 +64,8 @@ def pairs_section(quality_file: Path) -> str:
         f"Hard negatives made: {before.get('negatives_made', 0)}, of which "
         f"{before.get('negatives_kept', 0)} give a result different from gold.</p>"
     )
-    body += figure_html(
-        pair_types_figure(before.get("by_type", {}), after.get("by_type", {})), "pairs by type"
-    )
+    if before.get("by_type") or after.get("by_type"):  # no empty axes when no pair was mined
+        body += figure_html(
+            pair_types_figure(before.get("by_type", {}), after.get("by_type", {})), "pairs by type"
+        )
     return section("pairs", "Preference pairs", body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from pathlib import Path
@@ -82,35 +83,64 @@ def errors_by_turn_figure(trajectories: dict[str, pd.DataFrame]) -> plt.Figure:
     return fig
 
 
-def repair_examples(trajectories: pd.DataFrame, limit: int = 6) -> pd.DataFrame:
-    """Trajectories that a repair turned from wrong to correct, with the first and the repaired SQL."""
+FEEDBACK_CHARS = 240  # of the feedback shown beside a repair: its first lines say what went wrong
+
+
+def _question(first: pd.Series) -> str:
+    """The question of a turn-1 row, read back from its prompt's last message."""
+    return json.loads(first["prompt"])[-1]["content"].rsplit("Question: ", 1)[-1].removesuffix("\nSQL:")
+
+
+def _shorten(text: object, limit: int = FEEDBACK_CHARS) -> str:
+    text = "" if text is None or (isinstance(text, float) and math.isnan(text)) else str(text)
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+REPAIR_COLUMNS = ["outcome", "question", "first SQL", "verdict", "feedback", "repaired SQL", "final verdict"]
+
+
+def repair_outcomes(trajectories: pd.DataFrame) -> pd.Series:
+    """Per repaired trajectory (example, sample): whether a repair turn ended correct."""
+    repaired = trajectories[trajectories["turn"] > 1]
+    return repaired.groupby(["example_id", "sample"])["correct"].any()
+
+
+def repair_examples(trajectories: pd.DataFrame, fixed: int = 4, failed: int = 3) -> pd.DataFrame:
+    """Repaired trajectories: up to `fixed` that a repair turned from wrong to correct and up to `failed`
+    that stayed wrong (one per first-turn verdict first, so that different failures show), with the first
+    SQL, the feedback it got and the last repaired SQL."""
     t = trajectories
-    fixed = t[(t["turn"] > 1) & t["correct"]].drop_duplicates(["example_id", "sample"]).head(limit)
+    keys = ["example_id", "sample"]
+    repaired = t[t["turn"] > 1]
+    ends_right = repair_outcomes(t)
+    if ends_right.empty:
+        return pd.DataFrame(columns=REPAIR_COLUMNS)
+    last = repaired.sort_values([*keys, "turn", "candidate"]).groupby(keys).tail(1).set_index(keys)
+    firsts = t[t["turn"] == 1].drop_duplicates(keys).set_index(keys)
+    right = ends_right[ends_right].index[:fixed]
+    wrong = ends_right[~ends_right].index
+    # the first failure of each first-turn verdict, then the rest in order
+    verdicts = firsts.loc[wrong, "verdict"]
+    wrong = [*verdicts[~verdicts.duplicated()].index, *verdicts[verdicts.duplicated()].index][:failed]
     rows = []
-    for row in fixed.itertuples(index=False):
-        first = t[(t["example_id"] == row.example_id) & (t["sample"] == row.sample) & (t["turn"] == 1)].iloc[
-            0
-        ]
-        question = (
-            json.loads(first["prompt"])[-1]["content"].rsplit("Question: ", 1)[-1].removesuffix("\nSQL:")
-        )
-        rows.append(
-            {
-                "question": question,
-                "first SQL": first["sql"],
-                "verdict": first["verdict"],
-                "repaired SQL": row.sql,
-                "turn": row.turn,
-            }
-        )
-    return pd.DataFrame(rows, columns=["question", "first SQL", "verdict", "repaired SQL", "turn"])
+    for outcome, chosen in (("fixed", right), ("still wrong", wrong)):
+        for key in chosen:
+            first = firsts.loc[key]
+            end = repaired[(repaired["example_id"] == key[0]) & (repaired["sample"] == key[1])]
+            end = end[end["correct"]].iloc[0] if outcome == "fixed" else last.loc[key]
+            rows.append({
+                "outcome": outcome, "question": _question(first), "first SQL": first["sql"],
+                "verdict": first["verdict"], "feedback": _shorten(first.get("feedback")),
+                "repaired SQL": end["sql"], "final verdict": f"{end['verdict']} (turn {int(end['turn'])})",
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=REPAIR_COLUMNS)
 
 
 def rollout_section(run_dirs: dict[str, Path], recall_file: Path | None) -> str:
     """Rollouts: metrics per run, failures by turn, repairs that worked, retrieval recall."""
     summaries = {n: json.loads((d / "summary.json").read_text()) for n, d in run_dirs.items()}
     trajectories = {n: pd.read_parquet(d / "trajectories.parquet") for n, d in run_dirs.items()}
-    body = table_html(rollout_metrics_table(summaries))
+    body = table_html(rollout_metrics_table(summaries), text_columns=("run", "feedback", "backend"))
     body += (
         '<p class="note">EX is at example level (any sample\'s final answer correct). Repair SR is the share '
         "of repaired trajectories that end correct. Feedback is mode / detail / repair scope / repair "
@@ -123,11 +153,14 @@ def rollout_section(run_dirs: dict[str, Path], recall_file: Path | None) -> str:
     )
     body += "<h3>Failures by turn</h3>" + figure_html(errors_by_turn_figure(trajectories), "failures by turn")
     for name, t in trajectories.items():
-        fixed = repair_examples(t)
-        if len(fixed):
-            body += f"<h3>Repairs that worked ({name})</h3>" + table_html(
-                fixed, text_columns=("question", "first SQL", "repaired SQL")
+        examples = repair_examples(t)
+        if len(examples):
+            outcomes = repair_outcomes(t)
+            body += (
+                f"<h3>Repairs in {html.escape(name)}: {int(outcomes.sum())} of {len(outcomes)} repaired "
+                "trajectories fixed</h3>"
             )
+            body += table_html(examples, text_columns=("question", "first SQL", "feedback", "repaired SQL"))
     if recall_file is not None:
         recall = pd.read_parquet(recall_file)
         by_mode = (
@@ -164,10 +197,33 @@ def repair_study_figure(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def uniform_study_note(table: pd.DataFrame) -> str:
+    """Why the heatmaps are left out when no combination fixed an answer (they would show nothing but the
+    first-turn EX), with the numbers; empty when some combination fixed one."""
+    if table.empty or int(table["fixed"].sum()) > 0:
+        return ""
+    first = ", ".join(sorted({f"{v:.1%}" for v in table["first-turn EX"].dropna()}))
+    if (table["final EX"] == table["first-turn EX"]).all():
+        cells = f"final EX equals first-turn EX ({first}) in every cell"
+    else:
+        cells = f"final EX is first-turn EX ({first}) less {int(table['broken'].sum())} broken answers"
+    return (
+        f"No combination fixed an answer: {int(table['repairs'].sum())} repairs of the base model's answers "
+        f"over {len(table)} feedback mode × repair scope combinations on {int(table['examples'].max())} "
+        f"examples fixed none, so {cells}; the heatmaps would show nothing more and are left out. The base "
+        "model does not turn this feedback into a right answer here; the Evaluation matrix shows the "
+        "variants whose repairs do."
+    )
+
+
 def repair_study_section(study_file: Path) -> str:
     """The feedback mode × repair scope study on the base model's eval answers."""
     table = pd.read_parquet(study_file)
-    body = table_html(table) + figure_html(repair_study_figure(table), "repair study heatmaps")
+    body = table_html(table)
+    if note := uniform_study_note(table):
+        body += f'<p class="note">{note}</p>'
+    else:
+        body += figure_html(repair_study_figure(table), "repair study heatmaps")
     body += (
         '<p class="note">The same first-turn answers of the base model (<code>eval_base</code>) repaired '
         "under each feedback mode (what the feedback reveals) and repair scope (what is repaired). "

@@ -236,7 +236,11 @@ def build_demo(out_dir: Path, seed: int = 0) -> dict[str, Any]:
         write_sqlite(db, [q for qs in splits.values() for q in qs], out_dir / "database" / spec.db_id /
                      f"{spec.db_id}.sqlite")  # fmt: skip
         for split, qs in splits.items():
-            records[split] += [{"db_id": spec.db_id, "question": q.question, "query": q.query} for q in qs]
+            # `family` lets the evaluation break EX down by question family (ingest keeps it as a column)
+            records[split] += [
+                {"db_id": spec.db_id, "question": q.question, "query": q.query, "family": q.family}
+                for q in qs
+            ]
             families[split].update(q.family for q in qs)
     for split in SPLITS:
         # Shuffled, so that the first N examples (`limit`) are a sample of every database and family.
