@@ -215,16 +215,19 @@ def train_path(name: str, data_dir: Path, model: Path, threads: int, steps: int)
 
 
 def run_child(args: argparse.Namespace, path: str, data_dir: Path) -> dict:
+    """Run one path in a fresh process; its wall time is the path's job time."""
+    result_file = data_dir.parent / f"{path}.json"
     cmd = [sys.executable, __file__, "--one", path, "--data-dir", str(data_dir), "--model", str(args.model)]
-    cmd += ["--threads", str(args.threads), "--steps", str(args.steps)]
+    cmd += ["--threads", str(args.threads), "--steps", str(args.steps), "--result", str(result_file)]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(
+        cmd, capture_output=True, text=True
+    )  # engines print to stdout: results go to a file
     job_s = time.perf_counter() - start
     if done.returncode != 0:
         print(done.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"path {path} failed")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**result, "job_s": job_s}
+    return {**json.loads(result_file.read_text()), "job_s": job_s}
 
 
 def identical(a: list, b: list) -> str:
@@ -249,6 +252,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="training steps per path (the first is warm-up)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.one:
@@ -256,7 +260,7 @@ def main() -> None:
             result = rollout_path(args.one, args.data_dir, args.model, args.threads)
         else:
             result = train_path(args.one, args.data_dir, args.model, args.threads, args.steps)
-        print(json.dumps(result))
+        args.result.write_text(json.dumps(result))
         return
 
     peak = gemm_peak(args.threads)
