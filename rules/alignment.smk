@@ -57,6 +57,7 @@ rule train_sft_subset:
                 **config["training"]["sft"],
                 "max_steps": SELECTION.get("max_steps") or config["training"]["sft"]["max_steps"],
                 "lora": config["training"]["lora"],
+                **run_settings_of_training(),
             }
         ),
     threads: config["training"]["threads"]
