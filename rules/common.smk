@@ -167,7 +167,7 @@ GRPO_ROLLOUT = as_json({**run_settings("eval_base"), "dataset": config["train_da
 RUN_KEYS = ("checkpoint_steps", "save_total_limit", "report_to")
 
 
-def run_settings_of_training():
+def training_run_keys():
     """The shared run settings of `training` that config.yaml sets (the trainer has defaults for the rest)."""
     return {k: config["training"][k] for k in RUN_KEYS if k in config["training"]}
 
@@ -175,7 +175,7 @@ def run_settings_of_training():
 def training_settings(method):
     """The settings JSON of a training method: its section plus the shared LoRA and run settings."""
     return as_json(
-        {**config["training"][method], "lora": config["training"]["lora"], **run_settings_of_training()}
+        {**config["training"][method], "lora": config["training"]["lora"], **training_run_keys()}
     )
 
 

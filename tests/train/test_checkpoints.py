@@ -17,15 +17,15 @@ import pytest
 from tests.conftest import REPO
 from tests.train.test_training import DEMO, prompt_of
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.fingerprint import fingerprint
 from workflow_scripts.train.checkpoints import (
     COMPLETE_FILE,
     checkpoint_dir,
     complete_checkpoints,
-    fingerprint,
     prepare_checkpoints,
+    run_identity,
 )
 from workflow_scripts.train.settings import LoraSettings, TrainSettings, check_trackers
-from workflow_scripts.train.trainer import run_identity
 
 # 3 steps of batch 2 over 4 examples: a run killed after step 1 resumes across an epoch boundary (a new
 # shuffle); LoRA dropout is on (the default 0.05), so the restored RNG state matters too.
@@ -185,3 +185,78 @@ def test_a_killed_training_run_resumes_to_the_uninterrupted_adapter(default_mode
         assert torch.equal(a[key], b[key]), key
     # the training moved the adapter, so equal weights say something
     assert any(float(t.abs().max()) > 0 for k, t in a.items() if "lora_B" in k)
+
+
+# --------------------------------------------------------------------------------- faults on the GPU path
+
+
+class FakeTrainer:
+    """What run_training touches of a trainer, whose train() raises CUDA's out-of-memory error."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self.args = type("Args", (), {"output_dir": str(output_dir)})()
+
+    def add_callback(self, callback) -> None:
+        pass
+
+    def train(self, resume_from_checkpoint=None):
+        import torch
+
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+@pytest.mark.parametrize(
+    ("method", "names"),
+    [
+        ("sft", ["training.sft.per_device_batch_size (now 8", "max_length (now 2048)"]),
+        ("dpo", ["training.dpo.per_device_batch_size (now 8", "gradient_checkpointing: true"]),
+        ("grpo", ["training.grpo.micro_batch_size", "prompts_per_step x num_generations"]),
+    ],
+)
+def test_out_of_memory_in_training_names_the_settings_to_change(tmp_path, method, names):
+    from workflow_scripts.train.checkpoints import Resume
+    from workflow_scripts.train.trainer import run_training
+
+    settings = TrainSettings(per_device_batch_size=8, max_length=2048, gradient_checkpointing=False)
+    with pytest.raises(UserError) as err:
+        run_training(FakeTrainer(tmp_path), 0.0, method, settings, LoraSettings(), Resume(tmp_path))
+    message = str(err.value)
+    assert message.startswith(f"{method.upper()} training ran out of GPU memory (CUDA out of memory. Tried")
+    assert all(name in message for name in names), message
+    # with checkpoints, the message says what a rerun does
+    with pytest.raises(UserError, match="the rerun resumes from the last checkpoint"):
+        run_training(FakeTrainer(tmp_path), 0.0, method, settings, LoraSettings(), Resume(tmp_path, tmp_path))
+
+
+def test_other_training_errors_pass_through(tmp_path):
+    from workflow_scripts.train.checkpoints import Resume
+    from workflow_scripts.train.trainer import run_training
+
+    trainer = FakeTrainer(tmp_path)
+    trainer.train = lambda resume_from_checkpoint=None: (_ for _ in ()).throw(RuntimeError("a real bug"))
+    with pytest.raises(RuntimeError, match="a real bug"):
+        run_training(trainer, 0.0, "sft", TrainSettings(), LoraSettings(), Resume(tmp_path))
+
+
+# ------------------------------------------------------------------------------ experiment tracking
+
+
+@pytest.mark.slow
+def test_report_to_tensorboard_writes_event_files_tensorboard_reads(default_model, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tests.train.test_training import sft_frame
+    from workflow_scripts.train.trainer import train_sft
+
+    settings = TrainSettings(
+        **{**SETTINGS, "max_steps": 2, "checkpoint_steps": 0, "report_to": ["tensorboard"]}
+    )
+    tracking = tmp_path / "tracking" / "sft"
+    train_sft(default_model, sft_frame(), tmp_path / "sft", LoraSettings(), settings, tracking_dir=tracking)
+    events = EventAccumulator(str(tracking))
+    events.Reload()
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == [1, 2] and all(e.value > 0 for e in losses)
+    logged = json.loads((tmp_path / "sft" / "metrics.json").read_text())["log"]
+    assert [round(e.value, 4) for e in losses] == [round(e["loss"], 4) for e in logged]

@@ -1,4 +1,4 @@
-"""Training checkpoints that survive a kill: where they live, which one may be resumed, when one is complete.
+"""Long training runs: checkpoints that survive a kill, where tracker files go, what to change on OOM.
 
 A training job's adapter is written only at its end (`trainer.staging_dir`), and Snakemake deletes the
 outputs of a failed job, so checkpoints live in a sibling directory that is no output of any rule:
@@ -9,20 +9,26 @@ states, trainer state). transformers writes a checkpoint in place, so a kill can
 checkpoint counts only once its files are flushed and `COMPLETE` is renamed into it (`CheckpointCallback`).
 A rerun resumes from the newest complete checkpoint of the same fingerprint; one of another fingerprint is
 deleted, never resumed. The directory is removed once the adapter is in place.
+
+TensorBoard's event files go to a tracking directory that outlives the run (`point_tensorboard`), and a run
+that runs out of GPU memory is told which settings to lower (`oom_fix`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from workflow_scripts.core.fingerprint import file_digest, fingerprint, model_identity, write_atomic
+from workflow_scripts.train.settings import LoraSettings, TrainSettings
 
 log = logging.getLogger("training")
 
@@ -34,39 +40,6 @@ _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 def checkpoint_dir(out_dir: Path) -> Path:
     """Return the checkpoint directory of the adapter `out_dir`: a hidden sibling no rule declares."""
     return out_dir.parent / f".{out_dir.name}.checkpoints"
-
-
-def fingerprint(parts: Mapping[str, Any]) -> str:
-    """Return the sha256 of `parts` as canonical JSON (sorted keys; other types by `str`)."""
-    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """Return the sha256 of a file, or of a directory's files (names and contents, sorted)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def model_identity(model_path: Path) -> dict[str, Any]:
-    """Identify a model directory cheaply: its resolved path, config.json's digest and its files' sizes.
-
-    Hashing the weights themselves would cost seconds per GiB at every start; a changed model keeps neither
-    its path, config and sizes all at once in practice.
-    """
-    model_path = Path(model_path).resolve()
-    config = model_path / "config.json"
-    return {
-        "path": str(model_path),
-        "config": file_digest(config) if config.is_file() else None,
-        "files": {p.name: p.stat().st_size for p in sorted(model_path.iterdir()) if p.is_file()},
-    }
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
@@ -117,16 +90,6 @@ def checkpoint_step(path: Path) -> int:
     return int(match.group(1))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a flushed temporary file and a rename: all of it or nothing."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def _fsync_tree(path: Path) -> None:
     for file in path.rglob("*"):
         if file.is_file():
@@ -151,8 +114,11 @@ def rotate(root: Path, keep: int | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def checkpoint_callback(root: Path, keep: int | None) -> Any:
+def checkpoint_callback(root: Path, keep: int | None, extra: Callable[[Path], None] | None = None) -> Any:
     """Return a trainer callback that marks each saved checkpoint complete, rotates, and times the saves.
+
+    `extra(checkpoint)` writes the caller's own state into a checkpoint before it is marked (GRPO: the
+    rewarded SQL so far).
 
     transformers calls `on_save` after a checkpoint's files are written; its own rotation is off
     (`save_total_limit` None in the trainer args) so that it never deletes a complete checkpoint before
@@ -175,9 +141,104 @@ def checkpoint_callback(root: Path, keep: int | None) -> Any:
             # the adapters in subdirectories and skip the trained one. The reference is rebuilt from the
             # initial adapter on resume, so it is not kept.
             shutil.rmtree(checkpoint / "ref", ignore_errors=True)
+            if extra is not None:
+                extra(checkpoint)
             mark_complete(checkpoint)
             rotate(root, keep)
             self.save_seconds.append(round(time.perf_counter() - self._step_end, 3))
             log.info("checkpoint %s written (%.2f s)", checkpoint, self.save_seconds[-1])
 
     return CheckpointCallback()
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where the trainer writes (`work_dir`), the checkpoint directory (None: off), the checkpoint to resume
+    from and where TensorBoard's event files go."""
+
+    work_dir: Path
+    root: Path | None = None
+    checkpoint: Path | None = None
+    tracking_dir: Path | None = None
+
+
+def run_identity(
+    method: str,
+    model_path: Path,
+    settings: TrainSettings,
+    lora: LoraSettings,
+    dataset: Any,
+    init_adapter: Path | str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Return what decides a run's trained weights, the parts of its checkpoints' fingerprint.
+
+    The training rows stand for the input files they were read from (the same rows give the same run,
+    whatever file holds them); settings that only shape the run (`RUN_ONLY_KEYS`) are left out.
+    """
+    return {
+        "method": method,
+        "model": model_identity(model_path),
+        "settings": settings.weights_settings(),
+        "lora": asdict(lora),
+        "rows": fingerprint({"rows": dataset.to_list()}),
+        "init_adapter": file_digest(Path(init_adapter)) if init_adapter is not None else None,
+        **extra,
+    }
+
+
+def resume_point(
+    out_dir: Path,
+    staging: Path,
+    settings: TrainSettings,
+    identity: dict[str, Any],
+    tracking_dir: Path | str | None = None,
+) -> Resume:
+    """Return where this run trains and the checkpoint it resumes from; log which it is."""
+    tracking = Path(tracking_dir) if tracking_dir else out_dir.with_name(f"{out_dir.name}.tracking")
+    if not settings.checkpointing:
+        return Resume(staging / "trainer", tracking_dir=tracking)
+    root = checkpoint_dir(out_dir)
+    checkpoint = prepare_checkpoints(root, fingerprint(identity))
+    if checkpoint is None:
+        log.info("checkpoints every %d steps in %s; starting at step 0", settings.checkpoint_steps, root)
+    else:
+        step = checkpoint_step(checkpoint)
+        log.info("resuming from %s (step %d), written by an interrupted run", checkpoint, step)
+    return Resume(root, root, checkpoint, tracking)
+
+
+def drop_checkpoints(out_dir: Path) -> None:
+    """Delete the checkpoints of `out_dir` once its adapter is in place: the next run starts anew."""
+    shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
+
+
+def oom_fix(method: str, settings: TrainSettings, resume: Resume) -> str:
+    """The settings that lower a training job's GPU memory, with their values (for `gpu_memory_guard`)."""
+    if method == "grpo":
+        fix = (
+            "lower training.grpo.micro_batch_size (episodes per forward and backward pass), "
+            "max_new_tokens or prompts_per_step x num_generations (episodes generated at once)"
+        )
+    else:
+        fix = (
+            f"lower training.{method}.per_device_batch_size (now {settings.per_device_batch_size}; raise "
+            "gradient_accumulation_steps to keep the effective batch) or max_length "
+            f"(now {settings.max_length})"
+        )
+    if not settings.gradient_checkpointing:
+        fix += f", or set training.{method}.gradient_checkpointing: true"
+    if resume.root is not None:
+        fix += "; the rerun resumes from the last checkpoint"
+    return fix
+
+
+def point_tensorboard(trainer: Any, directory: Path) -> None:
+    """Send TensorBoard's event files to `directory` (transformers' default is inside the trainer's
+    output_dir, which is deleted after the run); a resumed run adds its own event file there."""
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            callback.logging_dir = str(directory)
+            log.info("TensorBoard event files in %s", directory)

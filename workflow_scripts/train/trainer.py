@@ -29,23 +29,25 @@ import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.faults import gpu_memory_guard
 from workflow_scripts.core.model import check_model_dir
 from workflow_scripts.train.checkpoints import (
+    Resume,
     checkpoint_callback,
-    checkpoint_dir,
     checkpoint_step,
-    file_digest,
-    fingerprint,
-    model_identity,
-    prepare_checkpoints,
+    drop_checkpoints,
+    oom_fix,
+    point_tensorboard,
+    resume_point,
+    run_identity,
 )
 from workflow_scripts.train.data import (
     PAIR_COLUMNS,
@@ -90,12 +92,14 @@ def train_sft(
     settings: TrainSettings,
     *,
     provenance: Mapping[str, Any] | None = None,
+    tracking_dir: Path | str | None = None,
 ) -> dict[str, Any]:
     """Train a LoRA adapter with trl's SFTTrainer on `data` and save it to `out_dir`; return the metrics.
 
     `data` has conversational `prompt` and `completion` columns (see `sft_examples`); the loss covers the
     completion tokens only. `out_dir` gets the PEFT adapter and `metrics.json` (the returned metrics plus
-    `provenance`); it replaces an existing `out_dir` only when training succeeded.
+    `provenance`); it replaces an existing `out_dir` only when training succeeded. With `tensorboard` in
+    `settings.report_to`, the event files go to `tracking_dir` (default: `OUT_DIR.tracking` beside it).
     """
     model_path = Path(model_path)
     check_model_dir(model_path)
@@ -111,7 +115,7 @@ def train_sft(
 
     identity = run_identity("sft", model_path, settings, lora, dataset)
     with staging_dir(Path(out_dir)) as staging, _completion_only_lm_head():
-        resume = resume_point(Path(out_dir), staging, settings, identity)
+        resume = resume_point(Path(out_dir), staging, settings, identity, tracking_dir)
         model, tokenizer, dtype = load_model(model_path, settings)
         config = SFTConfig(
             **common_args(resume.work_dir, settings, "sft", dtype),
@@ -144,6 +148,7 @@ def train_dpo(
     *,
     init_adapter: Path | str | None = None,
     provenance: Mapping[str, Any] | None = None,
+    tracking_dir: Path | str | None = None,
 ) -> dict[str, Any]:
     """Train a LoRA adapter with trl's DPOTrainer on preference `pairs`, save it to `out_dir`; return metrics.
 
@@ -183,7 +188,7 @@ def train_dpo(
     check_trackers(settings.report_to)
     identity = run_identity("dpo", model_path, settings, lora, dataset, init_adapter)
     with staging_dir(Path(out_dir)) as staging, _completion_only_lm_head():
-        resume = resume_point(Path(out_dir), staging, settings, identity)
+        resume = resume_point(Path(out_dir), staging, settings, identity, tracking_dir)
         model, tokenizer, dtype = load_model(model_path, settings)
         peft_config = lora.peft_config()
         if init_adapter is not None:
@@ -375,59 +380,6 @@ def common_args(work_dir: Path, settings: TrainSettings, method: str, dtype: Any
     }
 
 
-@dataclass(frozen=True)
-class Resume:
-    """Where the trainer writes (`work_dir`), the checkpoint directory (None: off) and the one to resume."""
-
-    work_dir: Path
-    root: Path | None = None
-    checkpoint: Path | None = None
-
-
-def run_identity(
-    method: str,
-    model_path: Path,
-    settings: TrainSettings,
-    lora: LoraSettings,
-    dataset: Any,
-    init_adapter: Path | str | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """Return what decides a run's trained weights, the parts of its checkpoints' fingerprint.
-
-    The training rows stand for the input files they were read from (the same rows give the same run,
-    whatever file holds them); settings that only shape the run (`RUN_ONLY_KEYS`) are left out.
-    """
-    return {
-        "method": method,
-        "model": model_identity(model_path),
-        "settings": settings.weights_settings(),
-        "lora": asdict(lora),
-        "rows": fingerprint({"rows": dataset.to_list()}),
-        "init_adapter": file_digest(Path(init_adapter)) if init_adapter is not None else None,
-        **extra,
-    }
-
-
-def resume_point(out_dir: Path, staging: Path, settings: TrainSettings, identity: dict[str, Any]) -> Resume:
-    """Return where this run trains and the checkpoint it resumes from; log which it is."""
-    if not settings.checkpointing:
-        return Resume(staging / "trainer")
-    root = checkpoint_dir(out_dir)
-    checkpoint = prepare_checkpoints(root, fingerprint(identity))
-    if checkpoint is None:
-        log.info("checkpoints every %d steps in %s; starting at step 0", settings.checkpoint_steps, root)
-    else:
-        step = checkpoint_step(checkpoint)
-        log.info("resuming from %s (step %d), written by an interrupted run", checkpoint, step)
-    return Resume(root, root, checkpoint)
-
-
-def drop_checkpoints(out_dir: Path) -> None:
-    """Delete the checkpoints of `out_dir` once its adapter is in place: the next run starts anew."""
-    shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
-
-
 def run_training(
     trainer: Any,
     setup_seconds: float,
@@ -435,6 +387,7 @@ def run_training(
     settings: TrainSettings,
     lora: LoraSettings,
     resume: Resume | None = None,
+    save_extra: Callable[[Path], None] | None = None,
 ) -> dict:
     """Train (from `resume.checkpoint` when set) and return the metrics: losses per logged step, step times,
     seconds, peak memory and, with checkpoints, the step resumed from and each checkpoint's write time."""
@@ -443,13 +396,16 @@ def run_training(
     resume = resume or Resume(Path(trainer.args.output_dir))
     timer = _step_timer()
     trainer.add_callback(timer)
-    saver = checkpoint_callback(resume.root, settings.save_total_limit) if resume.root else None
+    saver = checkpoint_callback(resume.root, settings.save_total_limit, save_extra) if resume.root else None
     if saver is not None:
         trainer.add_callback(saver)
+    if "tensorboard" in settings.report_to and resume.tracking_dir is not None:
+        point_tensorboard(trainer, resume.tracking_dir)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
+    with gpu_memory_guard(f"{method.upper()} training", oom_fix(method, settings, resume)):
+        result = trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
     seconds = time.perf_counter() - start
     steps = int(trainer.state.global_step)
     logged = [
