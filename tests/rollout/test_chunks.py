@@ -98,23 +98,50 @@ def kill_after_first_chunk(run: dict, data_dir: Path, out: Path) -> int:
     return len(list(root.glob("chunk-*.parquet")))
 
 
+def test_the_shard_fingerprint_changes_with_what_decides_the_trajectories(tmp_path):
+    from workflow_scripts.cli.rollout import shard_identity
+    from workflow_scripts.core.fingerprint import fingerprint
+    from workflow_scripts.core.scoring import MatchSettings
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("examples", "gold", "schema"):
+        (data / f"{name}.parquet").write_bytes(name.encode())
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    run = run_entry(model, chunk_size=2)
+
+    def identity(run=run, shard=0, match: MatchSettings | None = None) -> str:
+        return fingerprint(shard_identity(run, data, shard, {"workers": 1}, match or MatchSettings()))
+
+    same = identity()
+    assert identity(run | {"threads": 7}) == same  # the cores a (requeued) job gets
+    changed = {
+        identity(run | {"max_new_tokens": 25}),
+        identity(run | {"temperature": 0.5}),
+        identity(shard=1),
+        identity(match=MatchSettings(metric="strict")),
+    }
+    (data / "gold.parquet").write_bytes(b"other gold")
+    changed.add(identity())
+    (model / "config.json").write_text('{"layers": 2}')
+    changed.add(identity())
+    assert same not in changed and len(changed) == 6
+
+
 @pytest.mark.slow
 def test_a_killed_shard_resumes_to_the_uninterrupted_trajectories(default_model, data_dir, tmp_path):
-    run = run_entry(default_model, chunk_size=2)  # 6 examples: 3 chunks
+    run = run_entry(default_model, chunk_size=2, limit=4)  # 2 chunks of 2 examples
     whole, resumed = tmp_path / "whole" / "0.parquet", tmp_path / "resumed" / "0.parquet"
     run_shard(run, data_dir, whole)
     assert not chunk_dir(whole).exists()  # removed once the shard is written
 
     written = kill_after_first_chunk(run, data_dir, resumed)
-    assert 1 <= written < 3 and not resumed.exists()
+    assert written == 1 and not resumed.exists()
     log = run_shard(run, data_dir, resumed)
-    assert f"3 chunks of up to 2 examples: {written} done by an earlier run, {3 - written} to roll out" in log
+    assert "2 chunks of up to 2 examples: 1 done by an earlier run, 1 to roll out" in log
     a, b = (pd.read_parquet(p).drop(columns=TIMING) for p in (whole, resumed))
-    assert len(a) >= len(QUESTIONS) and a["example_id"].nunique() == len(QUESTIONS)
+    assert a["example_id"].nunique() == 4 and (a["turn"] == 2).any()  # repairs inside the chunks too
     pd.testing.assert_frame_equal(a, b)
     assert not chunk_dir(resumed).exists()
-
-    # chunks of another configuration are discarded, not reused
-    kill_after_first_chunk(run, data_dir, resumed)
-    log = run_shard(run_entry(default_model, chunk_size=2, max_new_tokens=20), data_dir, resumed)
-    assert "discarding the rollout chunks" in log and "0 done by an earlier run, 3 to roll out" in log

@@ -5,6 +5,9 @@ python -m workflow_scripts.cli.rollout gather --run NAME --settings JSON --out-d
 python -m workflow_scripts.cli.rollout study --settings JSON --study JSON --data-dir DIR \
     --first-turn TRAJECTORIES --out-dir DIR ...
 python -m workflow_scripts.cli.rollout recall --data-dir DIR --top-k K --out FILE
+
+A shard whose run sets `chunk_size` keeps its finished chunks beside `--out` and, run again after a kill,
+rolls out only the missing ones (`rollout.chunks`).
 """
 
 from __future__ import annotations
@@ -153,9 +156,7 @@ def shard_identity(
         "run": {k: v for k, v in run.items() if k != "threads"},
         "shard": shard,
         "execution": {"sandbox": sandbox_cfg, "matching": match.to_config()},
-        "data": {
-            f: file_digest(data_dir / f"{f}.parquet") for f in files if (data_dir / f"{f}.parquet").is_file()
-        },
+        "data": {f.name: file_digest(f) for f in files if f.is_file()},
         "model": model_identity(Path(run["model"])),
         "adapter": file_digest(Path(adapter)) if adapter else None,
     }
