@@ -260,3 +260,19 @@ def test_report_to_tensorboard_writes_event_files_tensorboard_reads(default_mode
     assert [e.step for e in losses] == [1, 2] and all(e.value > 0 for e in losses)
     logged = json.loads((tmp_path / "sft" / "metrics.json").read_text())["log"]
     assert [round(e.value, 4) for e in losses] == [round(e["loss"], 4) for e in logged]
+
+
+def test_snakemake_deletes_a_failed_jobs_output_but_keeps_its_checkpoints(tmp_path):
+    """What the checkpoint directory's place relies on, with the Snakemake this project pins."""
+    out = tmp_path / "results" / "adapters" / "sft"
+    root = checkpoint_dir(out)
+    (tmp_path / "Snakefile").write_text(
+        "rule train:\n"
+        '    output: directory("results/adapters/sft")\n'
+        f'    shell: "mkdir -p {root}/checkpoint-1 {{output}} && touch {{output}}/partial && exit 1"\n'
+    )
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert done.returncode != 0, done.stderr[-2000:]
+    assert not out.exists()  # the failed job's output is removed
+    assert (root / "checkpoint-1").is_dir()  # its checkpoints are not
