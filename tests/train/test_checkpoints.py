@@ -276,3 +276,53 @@ def test_snakemake_deletes_a_failed_jobs_output_but_keeps_its_checkpoints(tmp_pa
     assert done.returncode != 0, done.stderr[-2000:]
     assert not out.exists()  # the failed job's output is removed
     assert (root / "checkpoint-1").is_dir()  # its checkpoints are not
+
+
+class Stopped(Exception):
+    """Stands for a kill right after a checkpoint (the SIGKILL itself: the SFT test above)."""
+
+
+@pytest.mark.slow
+def test_a_stopped_sft_to_dpo_run_resumes_to_the_uninterrupted_adapter(default_model, tmp_path, monkeypatch):
+    """SFT->DPO checkpoints hold trl's frozen reference copy too; resuming must continue the trained adapter
+    (not the reference) and end with the uninterrupted run's weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    import workflow_scripts.train.checkpoints as checkpoints
+    from tests.train.test_training import pairs_frame, sft_frame
+    from workflow_scripts.train.trainer import train_dpo, train_sft
+
+    fast = {"per_device_batch_size": 2, "max_length": 256, "gradient_checkpointing": False}
+    init = tmp_path / "sft"
+    train_sft(
+        default_model,
+        sft_frame(),
+        init,
+        LoraSettings(),
+        TrainSettings(max_steps=1, learning_rate=1e-3, **fast),
+    )
+    settings = TrainSettings(max_steps=2, learning_rate=1e-3, checkpoint_steps=1, **fast)
+
+    def run(out: Path) -> dict:
+        return train_dpo(default_model, pairs_frame(), out, LoraSettings(), settings, init_adapter=init)
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run(whole)
+    rotate = checkpoints.rotate
+
+    def stop_after_first(root: Path, keep: int | None) -> None:
+        rotate(root, keep)
+        raise Stopped
+
+    monkeypatch.setattr(checkpoints, "rotate", stop_after_first)
+    with pytest.raises(Stopped):
+        run(resumed)
+    monkeypatch.setattr(checkpoints, "rotate", rotate)
+    (saved,) = complete_checkpoints(checkpoint_dir(resumed))
+    assert not (saved / "ref").exists() and (saved / "adapter_model.safetensors").is_file()
+    assert run(resumed)["resumed_from_step"] == 1
+    a, b = (load_file(p / "adapter_model.safetensors") for p in (whole, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    start = load_file(init / "adapter_model.safetensors")
+    assert any(not torch.equal(a[k], start[k]) for k in a)  # DPO moved the SFT adapter
