@@ -60,8 +60,11 @@ rule train_sft_subset:
                 **config["training"]["sft"],
                 "max_steps": SELECTION.get("max_steps") or config["training"]["sft"]["max_steps"],
                 "lora": config["training"]["lora"],
+                **training_run_keys(),
             }
         ),
+        # TensorBoard's event files with training.report_to: [tensorboard]
+        tracking=lambda w, output: f"results/tracking/{os.path.basename(output[0])}",
     threads: config["training"]["threads"]
     resources:
         **gpu_resources(config["training"], mem_mb=8000, runtime=720),
@@ -73,7 +76,7 @@ rule train_sft_subset:
         "results/benchmarks/train/sft_{subset}.tsv"
     shell:
         "python -m workflow_scripts.cli.train sft --model {input.model} --sft-data {input.data}"
-        " --settings {params.settings:q} --out {output} > {log} 2>&1"
+        " --settings {params.settings:q} --tracking-dir {params.tracking} --out {output} > {log} 2>&1"
 
 
 rule alignment:

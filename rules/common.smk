@@ -201,9 +201,20 @@ def rollout_params(run):
 GRPO_ROLLOUT = as_json(only(run_settings("eval_base"), EPISODE_KEYS))
 
 
+# Settings of `training` shared by every training job: checkpoints and experiment trackers.
+RUN_KEYS = ("checkpoint_steps", "save_total_limit", "report_to")
+
+
+def training_run_keys():
+    """The shared run settings of `training` that config.yaml sets (the trainer has defaults for the rest)."""
+    return {k: config["training"][k] for k in RUN_KEYS if k in config["training"]}
+
+
 def training_settings(method):
-    """The settings JSON of a training method: its section plus the shared LoRA settings."""
-    return as_json({**config["training"][method], "lora": config["training"]["lora"]})
+    """The settings JSON of a training method: its section plus the shared LoRA and run settings."""
+    return as_json(
+        {**config["training"][method], "lora": config["training"]["lora"], **training_run_keys()}
+    )
 
 
 SFT_RUNS = config["training"]["sft_data"]["runs"]

@@ -10,6 +10,8 @@ rule train_sft:
         settings=training_settings("sft"),
         data_dir=lambda w, input: os.path.dirname(input.examples),
         sft_flags=SFT_DATA_FLAGS,
+        # TensorBoard's event files with training.report_to: [tensorboard]
+        tracking=lambda w, output: f"results/tracking/{os.path.basename(output[0])}",
     threads: config["training"]["threads"]
     resources:
         **gpu_resources(config["training"], mem_mb=8000, runtime=720),
@@ -22,7 +24,7 @@ rule train_sft:
     shell:
         "python -m workflow_scripts.cli.train sft --model {input.model} --data-dir {params.data_dir}"
         " --trajectories {input.trajectories} {params.sft_flags} --settings {params.settings:q}"
-        " --out {output} > {log} 2>&1"
+        " --tracking-dir {params.tracking} --out {output} > {log} 2>&1"
 
 
 rule train_dpo:
@@ -36,6 +38,8 @@ rule train_dpo:
         settings=training_settings("dpo"),
         # SFT->DPO (rule train_sft_dpo) continues the SFT adapter; DPO starts from the base model
         init=lambda w, input: f"--init-adapter {input.init_adapter}" if "init_adapter" in input.keys() else "",
+        # TensorBoard's event files with training.report_to: [tensorboard]
+        tracking=lambda w, output: f"results/tracking/{os.path.basename(output[0])}",
     threads: config["training"]["threads"]
     resources:
         **gpu_resources(config["training"], mem_mb=12000, runtime=720),
@@ -47,7 +51,7 @@ rule train_dpo:
         "results/benchmarks/train/dpo.tsv"
     shell:
         "python -m workflow_scripts.cli.train dpo --model {input.model} --pairs {input.pairs} {params.init}"
-        " --settings {params.settings:q} --out {output} > {log} 2>&1"
+        " --settings {params.settings:q} --tracking-dir {params.tracking} --out {output} > {log} 2>&1"
 
 
 use rule train_dpo as train_sft_dpo with:
@@ -78,6 +82,8 @@ rule train_grpo:
         data_dir=lambda w, input: os.path.dirname(input.examples),
         # SFT->GRPO (rule train_sft_grpo) continues the SFT adapter; GRPO starts a new one on the base model
         init=lambda w, input: f"--init-adapter {input.init_adapter}" if "init_adapter" in input.keys() else "",
+        # TensorBoard's event files with training.report_to: [tensorboard]
+        tracking=lambda w, output: f"results/tracking/{os.path.basename(output[0])}",
     threads: config["training"]["threads"]
     resources:
         **gpu_resources(config["training"], mem_mb=12000, runtime=720),
@@ -90,7 +96,7 @@ rule train_grpo:
     shell:
         "python -m workflow_scripts.cli.train grpo --model {input.model} --data-dir {params.data_dir} {params.init}"
         " --rollout {params.rollout:q} --execution {params.execution:q} --settings {params.settings:q}"
-        " --out {output} > {log} 2>&1"
+        " --tracking-dir {params.tracking} --out {output} > {log} 2>&1"
 
 
 use rule train_grpo as train_sft_grpo with:

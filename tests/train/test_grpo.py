@@ -245,3 +245,54 @@ def test_a_short_real_run_changes_the_adapter(data, default_model, tmp_path):
     assert "source_sha256" in read_provenance(out / "rewarded.parquet")  # as every artifact
     assert list(rewarded.columns) == ["step", "example_id", "sample", "turns", "sql"]
     assert json.loads((out / "metrics.json").read_text())["grpo"]["num_generations"] == 4
+
+
+class Stopped(Exception):
+    """Stands for a kill right after a checkpoint (the SIGKILL itself is tested on SFT, test_checkpoints)."""
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_to_the_uninterrupted_adapter_and_rewarded_sql(
+    data, default_model, tmp_path, monkeypatch
+):
+    """GRPO with a checkpoint every step, stopped after step 1 of 2 and run again, ends as an uninterrupted
+    run: the same adapter weights and the same rewarded SQL (step 1's comes from the checkpoint)."""
+    import torch
+    from safetensors.torch import load_file
+
+    import workflow_scripts.train.checkpoints as checkpoints
+
+    settings = RolloutSettings(sampling=SamplingConfig(stop=(";",)))
+    examples = prepare_examples(data["examples"], data["gold"], data["schema"], settings)
+    grpo = GRPOSettings(
+        num_generations=2, prompts_per_step=2, max_new_tokens=16, temperature=1.0, reward="rule"
+    )
+    train = TrainSettings(max_steps=2, learning_rate=1e-3, gradient_checkpointing=False, checkpoint_steps=1)
+
+    def run(out: Path) -> dict:
+        return train_grpo(
+            default_model, examples, out, LoraSettings(r=4, alpha=8), train, grpo,
+            rollout=settings, sandbox={"workers": 1, "timeout_s": 2.0}, match=MatchSettings(),
+        )  # fmt: skip
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run(whole)
+    rotate = checkpoints.rotate
+
+    def stop_after_first(root: Path, keep: int | None) -> None:
+        rotate(root, keep)
+        raise Stopped
+
+    monkeypatch.setattr(checkpoints, "rotate", stop_after_first)
+    with pytest.raises(Stopped):
+        run(resumed)
+    monkeypatch.setattr(checkpoints, "rotate", rotate)
+    assert not resumed.exists() and checkpoints.complete_checkpoints(checkpoints.checkpoint_dir(resumed))
+    metrics = run(resumed)
+    assert metrics["resumed_from_step"] == 1 and [s["step"] for s in metrics["step_split"]] == [2]
+    a, b = (load_file(p / "adapter_model.safetensors") for p in (whole, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(whole / "rewarded.parquet"), pd.read_parquet(resumed / "rewarded.parquet")
+    )
+    assert not checkpoints.checkpoint_dir(resumed).exists()

@@ -5,6 +5,9 @@ python -m workflow_scripts.cli.rollout gather --run NAME --settings JSON --out-d
 python -m workflow_scripts.cli.rollout study --settings JSON --study JSON --data-dir DIR \
     --first-turn TRAJECTORIES --out-dir DIR ...
 python -m workflow_scripts.cli.rollout recall --data-dir DIR --top-k K --out FILE
+
+A shard whose run sets `chunk_size` keeps its finished chunks beside `--out` and, run again after a kill,
+rolls out only the missing ones (`rollout.chunks`).
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from workflow_scripts.cli import (
 )
 from workflow_scripts.core.artifacts import write_json, write_parquet
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.fingerprint import file_digest, fingerprint, model_identity
 from workflow_scripts.core.model import check_model_dir
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings
 from workflow_scripts.rollout.backends import make_backend, resolve_backend_kind
+from workflow_scripts.rollout.chunks import ChunkStore, chunk_dir, chunk_ranges
 from workflow_scripts.rollout.generation import Backend, check_adapter
 from workflow_scripts.rollout.loop import (
     first_turn_outputs,
@@ -105,8 +110,13 @@ def run_shard(
     sandbox_cfg: dict,
     match: MatchSettings,
     threads: int | None,
+    out: Path | None = None,
 ) -> pd.DataFrame:
-    """Roll out one shard of a run; return its trajectories."""
+    """Roll out one shard of a run; return its trajectories.
+
+    With `chunk_size` in `run` and the shard file `out`, the shard is rolled out in chunks that a rerun
+    after a kill reuses (`rollout.chunks`).
+    """
     examples = pd.read_parquet(data_dir / "examples.parquet")
     if run.get("limit"):
         examples = examples.head(run["limit"])
@@ -120,13 +130,58 @@ def run_shard(
     )
     if not prepared:
         return run_rollout([], None, None, settings, match)  # type: ignore[arg-type]
-    backend = run_backend(run, threads)
-    start = time.perf_counter()
-    with Sandbox(**sandbox_cfg) as sandbox:
-        trajectories = run_rollout(prepared, backend, sandbox, settings, match)
-    log.info("%d candidates in %.1f s", len(trajectories), time.perf_counter() - start)
-    # The backend that generated them (`auto` resolves per machine), for the summary and the report.
-    return trajectories.assign(backend=backend.name)
+    ranges = chunk_ranges(len(prepared), run.get("chunk_size"))
+    store = None
+    if out is not None and run.get("chunk_size"):
+        identity = shard_identity(run, data_dir, shard, sandbox_cfg, match)
+        store = ChunkStore(chunk_dir(out), fingerprint(identity))
+    ids = [[prepared[i].id for i in r] for r in ranges]
+    frames = [store.load(c, ids[c]) if store else None for c in range(len(ranges))]
+    missing = [c for c, frame in enumerate(frames) if frame is None]
+    if store is not None:
+        log.info(
+            "%d chunks of up to %d examples: %d done by an earlier run, %d to roll out",
+            len(ranges),
+            run["chunk_size"],
+            len(ranges) - len(missing),
+            len(missing),
+        )
+    if missing:
+        backend = run_backend(run, threads)
+        start = time.perf_counter()
+        with Sandbox(**sandbox_cfg) as sandbox:
+            for c in missing:
+                chunk = [prepared[i] for i in ranges[c]]
+                # The backend that generated them (`auto` resolves per machine), for the summary and report.
+                frame = run_rollout(chunk, backend, sandbox, settings, match).assign(backend=backend.name)
+                if store is not None:
+                    store.save(c, frame, ids[c])
+                    frame = store.load(c, ids[c])  # as a rerun reads it: the same dtypes either way
+                frames[c] = frame
+        log.info("%d chunk(s) rolled out in %.1f s", len(missing), time.perf_counter() - start)
+    trajectories = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    log.info("%d candidates", len(trajectories))
+    return trajectories
+
+
+def shard_identity(
+    run: dict[str, Any], data_dir: Path, shard: int, sandbox_cfg: dict, match: MatchSettings
+) -> dict[str, Any]:
+    """What decides a shard's trajectories: the parts of its chunks' fingerprint.
+
+    `threads` is left out: it sets how many cores a job gets, and a requeued job may be given another
+    number of them.
+    """
+    files = [data_dir / f"{name}.parquet" for name in ("examples", "gold", "gold_ts", "schema")]
+    adapter = run.get("adapter")
+    return {
+        "run": {k: v for k, v in run.items() if k != "threads"},
+        "shard": shard,
+        "execution": {"sandbox": sandbox_cfg, "matching": match.to_config()},
+        "data": {f.name: file_digest(f) for f in files if f.is_file()},
+        "model": model_identity(Path(run["model"])),
+        "adapter": file_digest(Path(adapter)) if adapter else None,
+    }
 
 
 def gather(run_name: str, run: dict[str, Any], shard_files: list[Path], out_dir: Path) -> dict[str, Any]:
@@ -316,9 +371,12 @@ def main(argv: list[str] | None = None) -> None:
         check_inputs(run, args.data_dir, "examples", "gold", "schema")
         sandbox_cfg, match = execution_settings(args)
         check_ingested(args.data_dir, match)
-        trajectories = run_shard(run, args.data_dir, args.shard, sandbox_cfg, match, args.threads)
+        trajectories = run_shard(
+            run, args.data_dir, args.shard, sandbox_cfg, match, args.threads, out=args.out
+        )
         provenance = {"run": args.run, "shard": args.shard, "settings": run, "matching": match.to_config()}
         write_parquet(trajectories, args.out, provenance)
+        ChunkStore.drop_dir(chunk_dir(args.out))  # the shard is complete: its chunks are not needed
     elif args.command == "gather":
         summary = gather(args.run, run, args.shards, args.out_dir)
         log.info("summary: %s", json.dumps(summary))

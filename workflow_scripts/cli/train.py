@@ -11,7 +11,9 @@ python -m workflow_scripts.cli.train grpo --model M --data-dir results/data/TRAI
 `--settings` is a JSON object with the keys of `train.settings.TrainSettings` (learning_rate, max_steps,
 epochs, per_device_batch_size, gradient_accumulation_steps, gradient_checkpointing, max_length, seed,
 precision, logging_steps, warmup_ratio, beta, loss_type, margin_aware, margin_scale, precompute_ref) and of
-`train.settings.LoraSettings` (r, alpha, dropout, target_modules), the latter flat or nested under "lora";
+`train.settings.LoraSettings` (r, alpha, dropout, target_modules), the latter flat or nested under "lora",
+and the run keys checkpoint_steps, save_total_limit and report_to (a killed run resumes from its checkpoint;
+`--tracking-dir` receives TensorBoard's event files);
 missing keys take their defaults; `grpo` also takes the keys of `train.grpo.GRPOSettings`. `--out` becomes
 the PEFT adapter directory, with the run's metrics.json
 (losses, step times, peak memory, settings and inputs) inside; it is written only when training succeeds.
@@ -92,7 +94,9 @@ def sft(args: argparse.Namespace) -> None:
         "%d SFT examples %s", len(data), data["source"].value_counts().to_dict() if "source" in data else {}
     )
     provenance = {"model": str(args.model), **provenance, "settings": cfg}
-    metrics = train_sft(args.model, data, args.out, lora, settings, provenance=provenance)
+    metrics = train_sft(
+        args.model, data, args.out, lora, settings, provenance=provenance, tracking_dir=args.tracking_dir
+    )
     log.info(
         "SFT: %d steps, loss %.4f, %.1f s", metrics["steps"], metrics["train_loss"], metrics["train_seconds"]
     )
@@ -110,7 +114,14 @@ def dpo(args: argparse.Namespace) -> None:
         "matching": inherited_matching([args.pairs]),
     }
     metrics = train_dpo(
-        args.model, pairs, args.out, lora, settings, init_adapter=args.init_adapter, provenance=provenance
+        args.model,
+        pairs,
+        args.out,
+        lora,
+        settings,
+        init_adapter=args.init_adapter,
+        provenance=provenance,
+        tracking_dir=args.tracking_dir,
     )
     log.info(
         "DPO: %d steps, loss %.4f, %.1f s", metrics["steps"], metrics["train_loss"], metrics["train_seconds"]
@@ -153,6 +164,7 @@ def grpo(args: argparse.Namespace) -> None:
         match=match,
         init_adapter=args.init_adapter,
         provenance=provenance,
+        tracking_dir=args.tracking_dir,
     )
     last = metrics["log"][-1] if metrics["log"] else {}
     log.info(
@@ -207,6 +219,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--settings", default="{}", help="the `training.grpo` settings (and `lora`) as JSON")
     p.add_argument("--out", type=Path, required=True, help="the adapter directory to write")
     p.set_defaults(func=grpo)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--tracking-dir",
+            type=Path,
+            help="where TensorBoard's event files go with report_to: [tensorboard] (default: OUT.tracking)",
+        )
     args = parser.parse_args(argv)
     setup_logging()
     args.func(args)

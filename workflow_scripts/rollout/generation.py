@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.faults import gpu_memory_guard
 from workflow_scripts.core.model import check_model_dir
 
 Messages = list[dict[str, str]]
@@ -288,7 +289,10 @@ class TransformersBackend:
             tqdm(batches, desc="generate", unit="batch", disable=not self.progress)
         ):
             rows = [(kept[k], s) for k, s in batch]
-            outputs = self._generate_batch([prompt_ids[i] for i, _ in rows], sampling, sampling.seed + index)
+            with gpu_memory_guard(f"generation of a batch of {len(rows)} sequences", self._oom_fix(sampling)):
+                outputs = self._generate_batch(
+                    [prompt_ids[i] for i, _ in rows], sampling, sampling.seed + index
+                )
             done.update(zip(rows, outputs, strict=True))
         return [
             [done[(i, s if copies > 1 else 0)] for s in range(sampling.num_samples)]
@@ -296,6 +300,13 @@ class TransformersBackend:
             else too_long(len(prompt_ids[i]), sampling.num_samples)
             for i in range(len(prompts))
         ]
+
+    def _oom_fix(self, sampling: SamplingConfig) -> str:
+        return (
+            f"lower rollout.batch_size (or the run's batch_size; now {self.batch_size} prompts per batch) or "
+            f"max_new_tokens (now {sampling.max_new_tokens}); the batch holds num_samples copies of a "
+            "sampled prompt"
+        )
 
     def _generate_batch(
         self, batch_ids: list[list[int]], sampling: SamplingConfig, seed: int

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.faults import vllm_start_error
 from workflow_scripts.rollout.generation import (
     Completion,
     FinishReason,
@@ -213,19 +214,24 @@ class VLLMBackend:
         if on_cpu:
             dtype = "float32" if dtype == "auto" else dtype
         self.progress = progress
-        self.llm = vllm.LLM(
-            **vllm_llm_kwargs(
-                model_path,
-                adapter_path=adapter_path,
-                tensor_parallel_size=tensor_parallel_size,
-                gpu_memory_utilization=gpu_memory_utilization,
-                max_model_len=max_model_len,
-                enable_prefix_caching=enable_prefix_caching,
-                seed=seed,
-                dtype=dtype,
-                enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
-            )
+        kwargs = vllm_llm_kwargs(
+            model_path,
+            adapter_path=adapter_path,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            enable_prefix_caching=enable_prefix_caching,
+            seed=seed,
+            dtype=dtype,
+            enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
         )
+        try:
+            self.llm = vllm.LLM(**kwargs)
+        except (ValueError, RuntimeError) as err:
+            # vLLM 0.31 reports a failed start as ValueError (not enough free memory for the weights or the
+            # KV cache of max_model_len tokens) or RuntimeError ("Engine core initialization failed"),
+            # CUDA's out-of-memory error included
+            raise vllm_start_error(err, str(model_path), gpu_memory_utilization, max_model_len) from None
         self.context_length: int | None = self.llm.llm_engine.model_config.max_model_len
         self._sampling_params = vllm.SamplingParams
         self.lora_request = None

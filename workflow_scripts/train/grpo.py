@@ -38,6 +38,7 @@ import pandas as pd
 
 from workflow_scripts.core.artifacts import write_parquet
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.fingerprint import fingerprint, write_atomic
 from workflow_scripts.core.model import check_model_dir
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings
@@ -51,8 +52,9 @@ from workflow_scripts.rollout.generation import (
 )
 from workflow_scripts.rollout.loop import PreparedExample, final_answers, run_rollout
 from workflow_scripts.rollout.settings import RolloutSettings
+from workflow_scripts.train.checkpoints import drop_checkpoints, resume_point, run_identity
 from workflow_scripts.train.rewards import REWARD_SCHEMES, episode_reward
-from workflow_scripts.train.settings import LoraSettings, TrainSettings
+from workflow_scripts.train.settings import LoraSettings, TrainSettings, check_trackers
 from workflow_scripts.train.trainer import (
     common_args,
     load_adapter,
@@ -65,6 +67,8 @@ from workflow_scripts.train.trainer import (
 
 GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
 REWARDED_FILE = "rewarded.parquet"
+# The rewarded SQL of the steps before a checkpoint, kept in it so that a resumed run's file is complete.
+REWARDED_CHECKPOINT = "rewarded.json"
 
 
 @dataclass(frozen=True)
@@ -345,6 +349,7 @@ def train_grpo(
     match: MatchSettings,
     init_adapter: Path | str | None = None,
     provenance: Mapping[str, Any] | None = None,
+    tracking_dir: Path | str | None = None,
 ) -> dict[str, Any]:
     """Train a LoRA adapter with GRPO on the prompts of `examples`, save it to `out_dir`; return the metrics.
 
@@ -353,7 +358,7 @@ def train_grpo(
     model: trl disables the adapter for it). A step is `prompts_per_step` x `num_generations` episodes,
     generated at once and trained in micro-batches of `micro_batch_size` (accumulated: one optimizer step
     per generation); `settings.per_device_batch_size` and `gradient_accumulation_steps` do not apply.
-    `sandbox` are the Sandbox's keyword arguments.
+    `sandbox` are the Sandbox's keyword arguments; `tracking_dir` as in `train_sft`.
     """
     model_path = Path(model_path)
     check_model_dir(model_path)
@@ -366,14 +371,29 @@ def train_grpo(
     from trl import GRPOConfig, GRPOTrainer  # imported after the input checks: it takes seconds
 
     dataset = Dataset.from_list([{"prompt": ex.prompt} for ex in examples])
+    check_trackers(settings.report_to)
+    identity = run_identity(
+        "grpo",
+        model_path,
+        settings,
+        lora,
+        dataset,
+        init_adapter,
+        grpo=asdict(grpo),
+        rollout=asdict(rollout),
+        match=asdict(match),
+        sandbox=dict(sandbox),
+        examples=fingerprint({"examples": [asdict(ex) for ex in examples]}),  # gold results decide rewards
+    )
     with staging_dir(Path(out_dir)) as staging, Sandbox(**sandbox) as pool:
+        resume = resume_point(Path(out_dir), staging, settings, identity, tracking_dir)
         model, tokenizer, dtype = load_model(model_path, settings)
         if init_adapter is not None:
             model = load_adapter(model, Path(init_adapter))
         episodes_per_step = grpo.prompts_per_step * grpo.num_generations
         micro = grpo.micro_batch_size or episodes_per_step
         args = {
-            **common_args(staging / "trainer", settings, "grpo", dtype),
+            **common_args(resume.work_dir, settings, "grpo", dtype),
             # one generation of episodes_per_step episodes, trained as accumulated micro-batches
             "per_device_train_batch_size": micro,
             "gradient_accumulation_steps": episodes_per_step // micro,
@@ -408,18 +428,33 @@ def train_grpo(
             peft_config=None if init_adapter is not None else lora.peft_config(),
             rollout_func=rollout_func,
         )
-        metrics = run_training(trainer, time.perf_counter() - start, "grpo", settings, lora)
+        if resume.checkpoint is not None:
+            rollout_func.rewarded = json.loads((resume.checkpoint / REWARDED_CHECKPOINT).read_text())
+        metrics = run_training(
+            trainer,
+            time.perf_counter() - start,
+            "grpo",
+            settings,
+            lora,
+            resume,
+            save_extra=lambda checkpoint: write_atomic(
+                checkpoint / REWARDED_CHECKPOINT, json.dumps(rollout_func.rewarded)
+            ),
+        )
         metrics |= {
             "examples": len(examples),
             "grpo": asdict(grpo),
             "init_adapter": str_or_none(init_adapter),
-            "step_split": step_split(metrics["step_seconds"], rollout_func),
+            "step_split": step_split(
+                metrics["step_seconds"], rollout_func, first_step=(metrics["resumed_from_step"] or 0) + 1
+            ),
         }
         save_adapter(trainer, staging / "adapter", metrics, provenance)
         rewarded = pd.DataFrame(
             rollout_func.rewarded, columns=["step", "example_id", "sample", "turns", "sql"]
         )
         write_parquet(rewarded, staging / "adapter" / REWARDED_FILE, dict(provenance or {}))
+    drop_checkpoints(Path(out_dir))
     return metrics
 
 
@@ -451,11 +486,16 @@ def vllm_args(grpo: GRPOSettings) -> dict[str, Any]:
     }
 
 
-def step_split(step_seconds: Sequence[float], rollout: SandboxRollout) -> list[dict[str, float]]:
-    """Each step's seconds split into generation, reward (sandbox execution) and optimisation (the rest)."""
+def step_split(
+    step_seconds: Sequence[float], rollout: SandboxRollout, first_step: int = 1
+) -> list[dict[str, float]]:
+    """Each step's seconds split into generation, reward (sandbox execution) and optimisation (the rest).
+
+    A resumed run times only its own steps, from `first_step` on.
+    """
     return [
         {
-            "step": i + 1,
+            "step": i + first_step,
             "generation_s": round(gen, 3),
             "reward_s": round(rew, 3),
             "optimisation_s": round(max(total - gen - rew, 0.0), 3),

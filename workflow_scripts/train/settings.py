@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from workflow_scripts.core.errors import UserError
@@ -20,6 +20,16 @@ DPO_LOSS_TYPES = (
 # DPO losses that margin-aware training supports: both compare β·(Δ_policy − Δ_ref) with a target, which the
 # per-pair margin raises (see `margin_dpo_loss`).
 MARGIN_LOSS_TYPES = ("sigmoid", "hinge")
+# Experiment trackers that `report_to` may name: transformers' callback name -> the module it imports and the
+# pip package that provides it.
+TRACKERS = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+    "mlflow": ("mlflow", "mlflow"),
+    "trackio": ("trackio", "trackio"),
+}
+# Settings that do not change the trained weights: a checkpoint stays resumable when only they change.
+RUN_ONLY_KEYS = ("checkpoint_steps", "save_total_limit", "report_to", "logging_steps")
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,9 @@ class TrainSettings:
     the steps with a linear warm-up. The DPO keys: `beta`, `loss_type` (a trl DPO loss), margin-aware
     training (`margin_aware`, `margin_scale`; see `margin_dpo_loss`) and `precompute_ref`: compute the
     reference log-probs of all pairs in one pass before training (True) or inside every step (False).
+    `checkpoint_steps` (None or 0 = off) saves a resumable checkpoint every that many optimizer steps, of
+    which the newest `save_total_limit` are kept (see `train.checkpoints`); `report_to` names the experiment
+    trackers that receive the logged metrics (`TRACKERS`).
     """
 
     learning_rate: float | None = None
@@ -87,9 +100,21 @@ class TrainSettings:
     margin_aware: bool = False
     margin_scale: float = 1.0
     precompute_ref: bool = True
+    checkpoint_steps: int | None = None
+    save_total_limit: int | None = 2
+    report_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        trackers = self.report_to
+        object.__setattr__(self, "report_to", (trackers,) if isinstance(trackers, str) else tuple(trackers))
         problems = []
+        if self.checkpoint_steps is not None and self.checkpoint_steps < 0:
+            problems.append(f"checkpoint_steps={self.checkpoint_steps} (must be >= 0; 0 or null = off)")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            problems.append(f"save_total_limit={self.save_total_limit} (must be >= 1, or null = keep all)")
+        unknown = [t for t in self.report_to if t not in TRACKERS]
+        if unknown:
+            problems.append(f"report_to {', '.join(map(repr, unknown))} (supported: {', '.join(TRACKERS)})")
         if self.learning_rate is not None and not self.learning_rate > 0:
             problems.append(f"learning_rate={self.learning_rate} (must be > 0)")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
@@ -124,6 +149,27 @@ class TrainSettings:
     def lr(self, method: str) -> float:
         """Return the learning rate of `method` ("sft", "dpo" or "grpo")."""
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[method]
+
+    @property
+    def checkpointing(self) -> bool:
+        return bool(self.checkpoint_steps)
+
+    def weights_settings(self) -> dict[str, Any]:
+        """Return the settings that decide the trained weights (all but `RUN_ONLY_KEYS`)."""
+        return {k: v for k, v in asdict(self).items() if k not in RUN_ONLY_KEYS}
+
+
+def check_trackers(trackers: Sequence[str]) -> None:
+    """Raise a UserError naming the pip package of each tracker in `trackers` that is not installed."""
+    import importlib.util
+
+    missing = [t for t in trackers if importlib.util.find_spec(TRACKERS[t][0]) is None]
+    if missing:
+        packages = " ".join(TRACKERS[t][1] for t in missing)
+        raise UserError(
+            f"training.report_to names {', '.join(missing)}, which is not installed. "
+            f"Fix: `pip install {packages}`, or remove it from training.report_to."
+        )
 
 
 def _raise_problems(what: str, problems: Sequence[str]) -> None:

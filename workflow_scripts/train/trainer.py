@@ -8,7 +8,8 @@
 Every run saves ONE PEFT LoRA adapter on the BASE model (adapter_config.json, adapter_model.safetensors and
 the run's metrics.json, nothing else), so both generation backends load it: vLLM as a `LoRARequest`,
 transformers as a `PeftModel` (see `generation.TransformersBackend`). The adapter is trained in a staging
-directory beside `out_dir` and renamed into place only when the run succeeded.
+directory beside `out_dir` and renamed into place only when the run succeeded. With `checkpoint_steps`, a
+killed run resumes from its last checkpoint when it is run again (`train.checkpoints`).
 
 Measured on a 2-core CPU (SmolLM2-135M, r=16 on q/k/v/o, batch 4, ~365-token sequences, fp32, gradient
 checkpointing; benchmarks/train.py and its README): SFT 9.9 s/step at 2.0 GiB peak RSS; DPO 19.4
@@ -28,7 +29,7 @@ import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,18 @@ from typing import Any
 import pandas as pd
 
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.faults import gpu_memory_guard
 from workflow_scripts.core.model import check_model_dir
+from workflow_scripts.train.checkpoints import (
+    Resume,
+    checkpoint_callback,
+    checkpoint_step,
+    drop_checkpoints,
+    oom_fix,
+    point_tensorboard,
+    resume_point,
+    run_identity,
+)
 from workflow_scripts.train.data import (
     PAIR_COLUMNS,
     SFT_COLUMNS,
@@ -47,7 +59,7 @@ from workflow_scripts.train.data import (
     subsample_for_steps,
 )
 from workflow_scripts.train.losses import margin_trainer_class
-from workflow_scripts.train.settings import LoraSettings, TrainSettings
+from workflow_scripts.train.settings import LoraSettings, TrainSettings, check_trackers
 
 log = logging.getLogger("training")
 
@@ -80,12 +92,14 @@ def train_sft(
     settings: TrainSettings,
     *,
     provenance: Mapping[str, Any] | None = None,
+    tracking_dir: Path | str | None = None,
 ) -> dict[str, Any]:
     """Train a LoRA adapter with trl's SFTTrainer on `data` and save it to `out_dir`; return the metrics.
 
     `data` has conversational `prompt` and `completion` columns (see `sft_examples`); the loss covers the
     completion tokens only. `out_dir` gets the PEFT adapter and `metrics.json` (the returned metrics plus
-    `provenance`); it replaces an existing `out_dir` only when training succeeded.
+    `provenance`); it replaces an existing `out_dir` only when training succeeded. With `tensorboard` in
+    `settings.report_to`, the event files go to `tracking_dir` (default: `OUT_DIR.tracking` beside it).
     """
     model_path = Path(model_path)
     check_model_dir(model_path)
@@ -96,12 +110,15 @@ def train_sft(
         "roll out more train examples (or enable the gold SQL) so that some SQL is correct.",
     )
     dataset = sft_dataset(data)
+    check_trackers(settings.report_to)
     from trl import SFTConfig, SFTTrainer  # imported after the input checks: it takes seconds
 
+    identity = run_identity("sft", model_path, settings, lora, dataset)
     with staging_dir(Path(out_dir)) as staging, _completion_only_lm_head():
+        resume = resume_point(Path(out_dir), staging, settings, identity, tracking_dir)
         model, tokenizer, dtype = load_model(model_path, settings)
         config = SFTConfig(
-            **common_args(staging / "trainer", settings, "sft", dtype),
+            **common_args(resume.work_dir, settings, "sft", dtype),
             max_length=settings.max_length,
             completion_only_loss=True,
             packing=False,
@@ -115,9 +132,10 @@ def train_sft(
             processing_class=tokenizer,
             peft_config=lora.peft_config(),
         )
-        metrics = run_training(trainer, time.perf_counter() - start, "sft", settings, lora)
+        metrics = run_training(trainer, time.perf_counter() - start, "sft", settings, lora, resume)
         metrics["examples"] = len(data)
         save_adapter(trainer, staging / "adapter", metrics, provenance)
+    drop_checkpoints(Path(out_dir))
     return metrics
 
 
@@ -130,6 +148,7 @@ def train_dpo(
     *,
     init_adapter: Path | str | None = None,
     provenance: Mapping[str, Any] | None = None,
+    tracking_dir: Path | str | None = None,
 ) -> dict[str, Any]:
     """Train a LoRA adapter with trl's DPOTrainer on preference `pairs`, save it to `out_dir`; return metrics.
 
@@ -166,7 +185,10 @@ def train_dpo(
     )
     n_pairs = len(pairs)
     dataset = pair_dataset(subsample_for_steps(pairs, settings), with_margin=settings.margin_aware)
+    check_trackers(settings.report_to)
+    identity = run_identity("dpo", model_path, settings, lora, dataset, init_adapter)
     with staging_dir(Path(out_dir)) as staging, _completion_only_lm_head():
+        resume = resume_point(Path(out_dir), staging, settings, identity, tracking_dir)
         model, tokenizer, dtype = load_model(model_path, settings)
         peft_config = lora.peft_config()
         if init_adapter is not None:
@@ -176,13 +198,14 @@ def train_dpo(
                 "continuing the adapter %s %s; the lora settings are not used", init_adapter, _shape(model)
             )
         trainer, setup_seconds = _dpo_trainer(
-            model, tokenizer, dataset, peft_config, staging / "trainer", settings, dtype
+            model, tokenizer, dataset, peft_config, resume.work_dir, settings, dtype
         )
-        metrics = run_training(trainer, setup_seconds, "dpo", settings, lora)
+        metrics = run_training(trainer, setup_seconds, "dpo", settings, lora, resume)
         metrics.update(pairs=n_pairs, pairs_used=len(dataset), init_adapter=str_or_none(init_adapter))
         if init_adapter is not None:
             metrics["lora"] = _shape(model)
         save_adapter(trainer, staging / "adapter", metrics, provenance)
+    drop_checkpoints(Path(out_dir))
     return metrics
 
 
@@ -345,8 +368,12 @@ def common_args(work_dir: Path, settings: TrainSettings, method: str, dtype: Any
         "logging_steps": settings.logging_steps,
         # transformers 5 reads a float in [0, 1) as a share of the steps.
         "warmup_steps": settings.warmup_ratio,
-        "report_to": [],
-        "save_strategy": "no",
+        "report_to": list(settings.report_to),
+        # Checkpoints (train.checkpoints): complete ones are marked and rotated by `checkpoint_callback`,
+        # so transformers' own rotation, which could delete the last complete one, stays off.
+        "save_strategy": "steps" if settings.checkpointing else "no",
+        "save_steps": settings.checkpoint_steps or 500,
+        "save_total_limit": None,
         "eval_strategy": "no",
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": torch.cuda.is_available(),
@@ -354,17 +381,31 @@ def common_args(work_dir: Path, settings: TrainSettings, method: str, dtype: Any
 
 
 def run_training(
-    trainer: Any, setup_seconds: float, method: str, settings: TrainSettings, lora: LoraSettings
+    trainer: Any,
+    setup_seconds: float,
+    method: str,
+    settings: TrainSettings,
+    lora: LoraSettings,
+    resume: Resume | None = None,
+    save_extra: Callable[[Path], None] | None = None,
 ) -> dict:
-    """Train and return the metrics: losses per logged step, step times, seconds and peak memory."""
+    """Train (from `resume.checkpoint` when set) and return the metrics: losses per logged step, step times,
+    seconds, peak memory and, with checkpoints, the step resumed from and each checkpoint's write time."""
     import torch
 
+    resume = resume or Resume(Path(trainer.args.output_dir))
     timer = _step_timer()
     trainer.add_callback(timer)
+    saver = checkpoint_callback(resume.root, settings.save_total_limit, save_extra) if resume.root else None
+    if saver is not None:
+        trainer.add_callback(saver)
+    if "tensorboard" in settings.report_to and resume.tracking_dir is not None:
+        point_tensorboard(trainer, resume.tracking_dir)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    result = trainer.train()
+    with gpu_memory_guard(f"{method.upper()} training", oom_fix(method, settings, resume)):
+        result = trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
     seconds = time.perf_counter() - start
     steps = int(trainer.state.global_step)
     logged = [
@@ -389,6 +430,8 @@ def run_training(
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "settings": asdict(settings),
         "lora": asdict(lora) | {"target_modules": list(lora.target_modules)},
+        "resumed_from_step": checkpoint_step(resume.checkpoint) if resume.checkpoint else None,
+        "checkpoint_seconds": saver.save_seconds if saver is not None else [],
     }
 
 
