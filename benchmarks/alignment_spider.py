@@ -97,7 +97,7 @@ def main() -> None:
         target_tmpl, [r["db_id"] for r in target_rows], sets, cache,
         ks=ks, draws=args.draws, seed=args.seed, alpha=args.alpha, c=c,
     )  # fmt: skip
-    summary = al.summarise_sample_size(study)
+    summary = al.summarize_sample_size(study)
     print(f"\nsample size: k target queries per held-out database, {args.draws} draws per k\n")
     print("| k | target queries | set | A_KL mean | std | 5th–95th pct | draws ranking the sets as all |")
     print("|---|---|---|---|---|---|---|")

@@ -111,11 +111,11 @@ rule alignment:
     conda:
         "../envs/cpu.yaml"
     log:
-        "results/logs/alignment/analyse.log",
+        "results/logs/alignment/analyze.log",
     benchmark:
-        "results/benchmarks/alignment/analyse.tsv"
+        "results/benchmarks/alignment/analyze.tsv"
     shell:
-        "python -m workflow_scripts.cli.alignment analyse --target-examples {input.target}"
+        "python -m workflow_scripts.cli.alignment analyze --target-examples {input.target}"
         " {params.target_limit} --data-dir {params.data_dir} --trajectories {input.trajectories}"
         " {params.sft_flags} --pairs {input.pairs} {params.variants} {params.selection} {params.rewarded}"
         " --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"

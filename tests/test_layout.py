@@ -13,9 +13,16 @@ PACKAGE = REPO / "workflow_scripts"
 # Stages in the order data flows; a module may import its own stage and any earlier one, never a later one.
 ORDER = ("core", "data", "rollout", "pairs", "train", "evaluation", "alignment", "report", "cli")
 # Thin aliases that keep documented commands working; they belong to the CLI layer.
-ALIASES = {"evaluate.py", "alignment/__main__.py"}
+ALIASES = {"evaluate.py"}
 MAX_LINES = 500
-LENGTH_REASON = "Length:"
+# The modules allowed past MAX_LINES, each with the reason it stays one module.
+LONG_MODULES = {
+    "core/sandbox.py": (
+        "the security boundary between model-written SQL and the machine: the worker's guards "
+        "(read-only URI, authorizer, progress handler, heap limit) and the parent's (wall-clock kill and "
+        "replacement of a stuck worker, the pool's bookkeeping) only hold together, and are reviewed together"
+    ),
+}
 
 
 def modules() -> list[Path]:
@@ -85,16 +92,25 @@ def test_only_the_cli_layer_parses_arguments(path: Path):
     )
 
 
+def lines(path: Path) -> int:
+    return path.read_text().count("\n")
+
+
 @pytest.mark.parametrize("path", modules(), ids=lambda p: p.relative_to(PACKAGE).as_posix())
-def test_long_modules_say_why(path: Path):
-    text = path.read_text()
-    if text.count("\n") <= MAX_LINES:
-        return
-    docstring = ast.get_docstring(ast.parse(text)) or ""
-    assert LENGTH_REASON in docstring, (
-        f"{path.relative_to(REPO)} has {text.count(chr(10))} lines: split it, or give the reason in its "
-        f"docstring in a paragraph starting {LENGTH_REASON!r}"
+def test_long_modules_have_a_stated_reason(path: Path):
+    rel = path.relative_to(PACKAGE).as_posix()
+    assert lines(path) <= MAX_LINES or LONG_MODULES.get(rel), (
+        f"{path.relative_to(REPO)} has {lines(path)} lines: split it, or state why it is one module in "
+        f"LONG_MODULES of {Path(__file__).relative_to(REPO)}"
     )
+
+
+def test_the_long_modules_listed_are_long():
+    """An entry of LONG_MODULES goes once its module is split (or gone)."""
+    stale = [
+        rel for rel in LONG_MODULES if not (PACKAGE / rel).is_file() or lines(PACKAGE / rel) <= MAX_LINES
+    ]
+    assert not stale, f"LONG_MODULES lists modules of at most {MAX_LINES} lines: {stale}"
 
 
 def test_the_check_catches_a_backward_import():

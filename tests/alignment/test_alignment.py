@@ -284,7 +284,7 @@ def test_sample_size_study():
     assert len(study[study["k"] == "all"]) == 2 and (study[study["k"] == "all"]["target_queries"] == 10).all()
     assert len(study[study["k"] == "2"]) == 7 * 2
     assert study[study["k"] == "all"]["rank_agrees"].all()
-    summary = al.summarise_sample_size(study).set_index(["k", "set"])
+    summary = al.summarize_sample_size(study).set_index(["k", "set"])
     assert summary.loc[("1", "near"), "draws"] == 7
     assert summary.loc[("all", "near"), "A_KL_std"] == 0
     again = al.sample_size_study(
@@ -368,7 +368,7 @@ def test_cli_bad_input_gives_one_clear_error(tmp_path: Path, args: list[str], me
     train = write_lines(tmp_path / "train.sql", RENAMED)
     args = [a.replace("TRAIN", str(train)).replace("MISSING", str(tmp_path / "nope.sql")) for a in args]
     done = subprocess.run(
-        [sys.executable, "-m", "workflow_scripts.alignment", "--target", str(target), *args],
+        [sys.executable, "-m", "workflow_scripts.cli.alignment", "table", "--target", str(target), *args],
         capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
@@ -437,7 +437,7 @@ def stage_args(p: dict[str, Path], command: str) -> list[str]:
             "--trajectories", str(p["mining"]), "--settings", json.dumps(SETTINGS)]  # fmt: skip
 
 
-def test_stage_selects_trains_nothing_and_analyses(stage_inputs: dict[str, Path]):
+def test_stage_selects_trains_nothing_and_analyzes(stage_inputs: dict[str, Path]):
     p = stage_inputs
     selection = p["out"] / "selection"
     stage.main([*stage_args(p, "select"), "--out-dir", str(selection)])
@@ -455,7 +455,7 @@ def test_stage_selects_trains_nothing_and_analyses(stage_inputs: dict[str, Path]
     assert report["D_KL"]["aligned"] < report["D_KL"]["pool"] and report["pool"] == 8
 
     variants = [f"--variant {n}={p[n]}" for n in ("base", "sft", "dpo", "sft_aligned", "sft_random")]
-    stage.main([*stage_args(p, "analyse"), "--pairs", str(p["pairs"]), *" ".join(variants).split(),
+    stage.main([*stage_args(p, "analyze"), "--pairs", str(p["pairs"]), *" ".join(variants).split(),
                 "--selection-dir", str(selection), "--out-dir", str(p["out"])])  # fmt: skip
     table = pd.read_parquet(p["out"] / "alignment.parquet").set_index("set")
     assert {"sft_data", "dpo_chosen", "dpo_rejected", "synth20", "sft_aligned", "sft_random",

@@ -15,7 +15,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workflow_scripts.core.sandbox import ERROR_CLASSES, Sandbox
+from workflow_scripts.core.error_classes import ERROR_CLASSES
+from workflow_scripts.core.sandbox import Sandbox
 
 TIMEOUT = 1.0
 # The promise: every call returns within the query timeout plus 1.5 s, whatever the SQL does.

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from workflow_scripts.core.exec_result import ExecResult
 from workflow_scripts.core.matching import (
     VERDICTS,
     order_matters,
@@ -19,7 +20,7 @@ from workflow_scripts.core.matching import (
     results_match,
     verdict,
 )
-from workflow_scripts.core.sandbox import ExecResult, Sandbox
+from workflow_scripts.core.sandbox import Sandbox
 
 # --- DISTINCT removal and the other official rewrites ---------------------------------------------
 

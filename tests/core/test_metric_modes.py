@@ -19,8 +19,8 @@ import pytest
 from tests.conftest import REPO
 from workflow_scripts.core.artifacts import inherited, read_provenance, write_parquet
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.exec_result import ExecResult
 from workflow_scripts.core.matching import METRICS, results_equal, verdict
-from workflow_scripts.core.sandbox import ExecResult
 from workflow_scripts.core.scoring import MatchSettings
 
 

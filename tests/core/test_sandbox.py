@@ -17,15 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workflow_scripts.core.sandbox import (
-    ERROR_CLASSES,
-    ExecResult,
-    Sandbox,
-    classify_error,
-    decode_rows,
-    encode_rows,
-    execute,
-)
+from workflow_scripts.core.error_classes import ERROR_CLASSES, classify_error
+from workflow_scripts.core.exec_result import ExecResult
+from workflow_scripts.core.row_codec import decode_rows, encode_rows
+from workflow_scripts.core.sandbox import Sandbox, execute
 
 TIMEOUT = 1.0
 GRACE = 0.5

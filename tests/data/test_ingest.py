@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import write_json
 from workflow_scripts.cli.data import ingest
 from workflow_scripts.core.errors import UserError
-from workflow_scripts.core.sandbox import decode_rows
+from workflow_scripts.core.row_codec import decode_rows
 from workflow_scripts.core.scoring import MatchSettings
 from workflow_scripts.data.ingest import DatasetSpec, build_schema, normalize_records, read_records
 

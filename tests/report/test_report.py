@@ -90,7 +90,7 @@ def test_loss_figure_one_panel_per_method_and_none_without_a_log():
 
 def test_sample_size_figure_draws_skewed_and_equal_draws():
     """A mean outside its own 5–95% band (one far draw among equal ones) and equal draws both plot."""
-    from workflow_scripts.alignment.kl import summarise_sample_size
+    from workflow_scripts.alignment.kl import summarize_sample_size
     from workflow_scripts.report.alignment import sample_size_figure
 
     skewed = [0.5] * 40 + [100.0]
@@ -98,7 +98,7 @@ def test_sample_size_figure_draws_skewed_and_equal_draws():
         "k": ["1"] * len(skewed) + ["all"] * 3, "draw": range(len(skewed) + 3), "set": "train",
         "target_queries": 2, "A_KL": skewed + [0.1 + 0.2] * 3, "rank_agrees": True,
     })  # fmt: skip
-    summary = summarise_sample_size(study)
+    summary = summarize_sample_size(study)
     one = summary.set_index("k").loc["1"]
     assert one["A_KL_mean"] > one["A_KL_p95"]  # the case a mean-centred error bar cannot draw
     assert one["A_KL_p05"] <= one["A_KL_median"] <= one["A_KL_p95"]

@@ -9,7 +9,8 @@ import pytest
 from tests.conftest import ingest_concert_questions
 from tests.rollout.test_rollout import QUESTIONS, ScriptedBackend
 from workflow_scripts.core.errors import UserError
-from workflow_scripts.core.sandbox import ExecResult, Sandbox
+from workflow_scripts.core.exec_result import ExecResult
+from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings
 from workflow_scripts.evaluation.matrix import compare_table, outcomes, paired_voting
 from workflow_scripts.rollout.generation import SamplingConfig

@@ -249,7 +249,7 @@ def test_alignment_stage(workdir: Path):
         adapter = workdir / "results" / "adapters" / f"sft_{subset}"
         assert (adapter / "adapter_model.safetensors").is_file()
         assert json.loads((adapter / "metrics.json").read_text())["examples"] == 2
-    assert (workdir / "results" / "logs" / "alignment" / "analyse.log").is_file()
+    assert (workdir / "results" / "logs" / "alignment" / "analyze.log").is_file()
 
 
 def test_repair_study_and_query_costs(workdir: Path):

@@ -1,6 +1,6 @@
 """Structural dataset alignment (arXiv 2510.04919): how close two SQL sets are in structure, not content.
 
-    python -m workflow_scripts.alignment --target T --against NAME=FILE [NAME=FILE ...] [--out TABLE]
+    python -m workflow_scripts.cli.alignment table --target T --against NAME=FILE [...] [--out TABLE]
 
 Each FILE is SQL one per line (a TAB and anything after it ignored, as in Spider's gold files) or a Parquet
 file with a `sql` column. The command prints, and with `--out` writes (.csv or .parquet), one row per set:
@@ -431,7 +431,7 @@ def sample_size_study(
     return pd.DataFrame(rows)
 
 
-def summarise_sample_size(study: pd.DataFrame) -> pd.DataFrame:
+def summarize_sample_size(study: pd.DataFrame) -> pd.DataFrame:
     """Per (k, set): mean, std, median, 5th and 95th percentile of A_KL and the rank agreement rate."""
     grouped = study.groupby(["k", "set"], sort=False)
     return grouped.agg(

@@ -2,7 +2,7 @@
 
 python -m workflow_scripts.cli.alignment select --target-examples E --data-dir D --trajectories T ...
     --settings JSON --out-dir results/alignment/selection
-python -m workflow_scripts.cli.alignment analyse --target-examples E --data-dir D --trajectories T ...
+python -m workflow_scripts.cli.alignment analyze --target-examples E --data-dir D --trajectories T ...
     --pairs results/pairs/merged/pairs.parquet --variant base=results/rollouts/eval_base ...
     [--selection-dir results/alignment/selection] --settings JSON --out-dir results/alignment
 python -m workflow_scripts.cli.alignment table --target T --against NAME=FILE [NAME=FILE ...] [--out TABLE]
@@ -16,7 +16,7 @@ names: `aligned.parquet` (greedy, maximising A_KL(target‖subset)), `random.par
 `misaligned.parquet` (greedy, minimising it), plus `selection.json`. The target's queries
 only rank the training queries; no target query enters a subset.
 
-`analyse` writes `alignment.parquet` (one row per set: the training sets `sft_data`, `dpo_chosen`,
+`analyze` writes `alignment.parquet` (one row per set: the training sets `sft_data`, `dpo_chosen`,
 `dpo_rejected`, `synth20` = chosen and rejected SQL of the merged pairs, `grpo_rewarded` and
 `sft+sft_grpo_rewarded` (the correct answers GRPO sampled, `--rewarded`), `sft+dpo_chosen` when an sft_dpo
 variant is evaluated, the selection subsets; and `pred_{variant}`, each variant's turn-1 SQL on the target),
@@ -24,7 +24,7 @@ variant is evaluated, the selection subsets; and `pred_{variant}`, each variant'
 `sample_size.parquet` (every bootstrap draw), `sample_size_summary.parquet` and `summary.json`.
 
 `table` compares SQL files (one query per line, or Parquet with a `sql` column) with a target and prints the
-table; `python -m workflow_scripts.alignment` is the same command (alignment/kl.py has the definitions).
+table (alignment/kl.py has the definitions).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def select(args: argparse.Namespace) -> None:
     write_json(report, args.out_dir / "selection.json")
 
 
-# ------------------------------------------------------------------------------------------- analyse
+# ------------------------------------------------------------------------------------------- analyze
 
 
 def training_sets(args: argparse.Namespace, variants: Sequence[str]) -> dict[str, list[str | None]]:
@@ -157,7 +157,7 @@ def training_sets(args: argparse.Namespace, variants: Sequence[str]) -> dict[str
     return sets
 
 
-def analyse(args: argparse.Namespace) -> None:
+def analyze(args: argparse.Namespace) -> None:
     cfg = json.loads(args.settings)
     alpha = cfg["alpha"]
     cache = al.NgramCache(cfg["ngram_max"])
@@ -170,7 +170,7 @@ def analyse(args: argparse.Namespace) -> None:
         name, _, path = item.partition("=")
         runs[name] = Path(path)
     if BASE not in runs:
-        raise UserError("analyse needs --variant base=DIR (AR is measured against the base predictions).")
+        raise UserError("analyze needs --variant base=DIR (AR is measured against the base predictions).")
     trajectories = {n: read_parquet(d / "trajectories.parquet", f"{n} trajectories") for n, d in runs.items()}
     train = {
         name: cache.distribution(al.templates(sql)) for name, sql in training_sets(args, list(runs)).items()
@@ -208,7 +208,7 @@ def analyse(args: argparse.Namespace) -> None:
     write_parquet(table, out / "alignment.parquet", provenance)
     write_parquet(variants, out / "variants.parquet", provenance)
     write_parquet(study, out / "sample_size.parquet", provenance)
-    write_parquet(al.summarise_sample_size(study), out / "sample_size_summary.parquet", provenance)
+    write_parquet(al.summarize_sample_size(study), out / "sample_size_summary.parquet", provenance)
     write_json(summary, out / "summary.json")
     log.info("c = %.4g\n%s\n%s", c, table.to_string(index=False), variants.to_string(index=False))
 
@@ -217,7 +217,7 @@ def analyse(args: argparse.Namespace) -> None:
 
 
 def kl_table(args: argparse.Namespace) -> None:
-    """The alignment table of SQL files (the command documented as `python -m workflow_scripts.alignment`)."""
+    """The alignment table of SQL files against a target (`table`)."""
     named = [_named_file(item) for item in args.against]
     names = [n for n, _ in named]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     parser, sub = command_parser(__doc__)
     for name, func, help_text in (
         ("select", select, "aligned, random and misaligned SFT subsets of one size"),
-        ("analyse", analyse, "the alignment table, AR against ΔEX and the sample-size study"),
+        ("analyze", analyze, "the alignment table, AR against ΔEX and the sample-size study"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--target-examples", type=Path, required=True, help="the eval set's examples.parquet")
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--settings", required=True, help="the `alignment` config section as JSON")
         p.add_argument("--out-dir", type=Path, required=True)
         p.set_defaults(func=func)
-        if name == "analyse":
+        if name == "analyze":
             p.add_argument("--pairs", type=Path, required=True, help="the merged pairs (pairs.parquet)")
             p.add_argument("--variant", action="append", required=True, metavar="NAME=ROLLOUT_DIR")
             p.add_argument("--selection-dir", type=Path, help="the output directory of `select`")

@@ -28,7 +28,8 @@ from typing import Any, Final
 
 from sqlglot.dialects.sqlite import SQLite
 
-from workflow_scripts.core.sandbox import ERROR_CLASSES, OTHER_EXECUTION_ERROR, ExecResult
+from workflow_scripts.core.error_classes import ERROR_CLASSES, OTHER_EXECUTION_ERROR
+from workflow_scripts.core.exec_result import ExecResult
 
 SPIDER: Final = "spider"
 BIRD: Final = "bird"

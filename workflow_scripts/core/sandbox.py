@@ -29,30 +29,14 @@ Jobs travel to a worker in chunks (one message per ``chunk_size`` queries, group
 the worker publishes which query it is running and since when in shared memory, so the guard
 stays per query. After a kill, the finished-but-unsent results of the chunk are recomputed.
 
-Error classes (``ExecResult.error_class``):
-
-* ``syntax_error``: SQLite could not parse the query (incl. incomplete input, bad token).
-* ``no_such_table`` / ``no_such_column`` / ``ambiguous_column``: name resolution failed.
-* ``refused_write``: the statement would change state (write, DDL, ATTACH, transaction, pragma).
-* ``timeout``: ran past ``timeout_s`` (status ``"timeout"``), inside SQLite or by the guard.
-* ``too_large``: a string/blob, SQLite's heap, the result or the worker's memory hit its cap; also a
-  worker killed by SIGKILL that the sandbox did not kill (the kernel's OOM killer).
-* ``empty_query``: empty or comment-only input.
-* ``multiple_statements``: more than one statement (trailing semicolons are tolerated).
-* ``no_such_database``: the database file does not exist.
-* ``other_execution_error``: anything else, e.g. unknown function, misuse of aggregate, a worker
-  that crashed (message says so).
-
-Length: one module on purpose. It is the security boundary between model-written SQL and the machine: the
-worker's guards (read-only URI, authorizer, progress handler, heap limit) and the parent's (wall-clock kill
-and replacement of a stuck worker, the pool's bookkeeping) only hold together, and are reviewed together.
+Results are :class:`~workflow_scripts.core.exec_result.ExecResult`. Their error classes, and how SQLite's
+messages map to them, are in :mod:`workflow_scripts.core.error_classes`; their rows are stored in Parquet
+by :mod:`workflow_scripts.core.row_codec`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -68,49 +52,23 @@ import types
 import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-SYNTAX_ERROR: Final = "syntax_error"
-NO_SUCH_TABLE: Final = "no_such_table"
-NO_SUCH_COLUMN: Final = "no_such_column"
-AMBIGUOUS_COLUMN: Final = "ambiguous_column"
-REFUSED_WRITE: Final = "refused_write"
-TIMEOUT: Final = "timeout"
-TOO_LARGE: Final = "too_large"
-EMPTY_QUERY: Final = "empty_query"
-MULTIPLE_STATEMENTS: Final = "multiple_statements"
-NO_SUCH_DATABASE: Final = "no_such_database"
-OTHER_EXECUTION_ERROR: Final = "other_execution_error"
-
-ErrorClass = Literal[
-    "syntax_error",
-    "no_such_table",
-    "no_such_column",
-    "ambiguous_column",
-    "refused_write",
-    "timeout",
-    "too_large",
-    "empty_query",
-    "multiple_statements",
-    "no_such_database",
-    "other_execution_error",
-]
-ERROR_CLASSES: Final[tuple[str, ...]] = (
-    SYNTAX_ERROR,
-    NO_SUCH_TABLE,
-    NO_SUCH_COLUMN,
-    AMBIGUOUS_COLUMN,
-    REFUSED_WRITE,
-    TIMEOUT,
-    TOO_LARGE,
+from workflow_scripts.core.error_classes import (
     EMPTY_QUERY,
-    MULTIPLE_STATEMENTS,
     NO_SUCH_DATABASE,
     OTHER_EXECUTION_ERROR,
+    TIMEOUT,
+    TOO_LARGE,
+    classify_error,
 )
-Status = Literal["ok", "error", "timeout"]
+
+# Re-exported (with ExecResult) until rollout/loop.py and evaluation/matrix.py import their own modules.
+from workflow_scripts.core.error_classes import (
+    ERROR_CLASSES as ERROR_CLASSES,
+)
+from workflow_scripts.core.exec_result import ExecResult
 
 ALLOWED_PRAGMAS: Final = frozenset(
     {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list"}
@@ -122,75 +80,6 @@ _FLUSH_BYTES = 8 << 20  # a worker sends partial chunk results once this much is
 _MAX_CONNECTIONS = 32  # per worker, least recently used closed first
 _MAX_UNBLAMED_DEATHS = 3
 _MAX_PLAN_ROWS = 500  # rows of EXPLAIN QUERY PLAN kept per query
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """Outcome of one query: rows on success, else an error class and SQLite's message.
-
-    ``elapsed_s`` is the query's time; for one that succeeded, that of executing it and fetching its rows
-    (opening the database is not counted). ``plan`` holds the rows of ``EXPLAIN QUERY PLAN`` as
-    ``(id, parent, detail)`` when the query succeeded and the plan was asked for (``explain=True``); it is
-    empty otherwise.
-    """
-
-    status: Status
-    error_class: str | None
-    error_message: str | None
-    columns: tuple[str, ...]
-    rows: list[tuple]
-    truncated: bool
-    elapsed_s: float
-    plan: tuple[tuple[int, int, str], ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-
-# ---------------------------------------------------------------------------------------------
-# Error classification
-# ---------------------------------------------------------------------------------------------
-
-# Prefix tests first: messages quote user text, which must not decide the class.
-_PREFIX_CLASSES: tuple[tuple[str, str], ...] = (
-    ("incomplete input", SYNTAX_ERROR),
-    ("unrecognized token", SYNTAX_ERROR),
-    ("no such table", NO_SUCH_TABLE),
-    ("no such view", NO_SUCH_TABLE),
-    ("no such column", NO_SUCH_COLUMN),
-    ("ambiguous column name", AMBIGUOUS_COLUMN),
-    ("not authorized", REFUSED_WRITE),
-    ("authorization denied", REFUSED_WRITE),
-    ("attempt to write a readonly database", REFUSED_WRITE),
-    ("too many attached databases", REFUSED_WRITE),
-    ("interrupted", TIMEOUT),
-    ("string or blob too big", TOO_LARGE),
-    ("out of memory", TOO_LARGE),
-    ("you can only execute one statement at a time", MULTIPLE_STATEMENTS),
-)
-_CONTAINS_CLASSES: tuple[tuple[str, str], ...] = (
-    ("no such table", NO_SUCH_TABLE),
-    ("no such column", NO_SUCH_COLUMN),
-    ("ambiguous column name", AMBIGUOUS_COLUMN),
-    ("readonly", REFUSED_WRITE),
-    ("read-only", REFUSED_WRITE),
-    ("not authorized", REFUSED_WRITE),
-)
-
-
-def classify_error(message: str) -> str:
-    """Map a SQLite / sqlite3 error message to an error class."""
-    m = message.strip().lower()
-    if m.endswith("syntax error"):
-        return SYNTAX_ERROR
-    for prefix, cls in _PREFIX_CLASSES:
-        if m.startswith(prefix):
-            return cls
-    for needle, cls in _CONTAINS_CLASSES:
-        if needle in m:
-            return cls
-    return OTHER_EXECUTION_ERROR
 
 
 def _trim(message: str) -> str:
@@ -771,42 +660,3 @@ def execute(db_path: str | Path, sql: str, *, timeout_s: float = 5.0, max_rows: 
             _default = Sandbox(workers=1, timeout_s=timeout_s, max_rows=max_rows)
         sandbox = _default
     return sandbox.execute(db_path, sql, timeout_s=timeout_s, max_rows=max_rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# Row encoding for Parquet
-# ---------------------------------------------------------------------------------------------
-
-
-def _encode_value(v: Any) -> Any:
-    if isinstance(v, bytes | bytearray | memoryview):
-        return {"$b": base64.b64encode(bytes(v)).decode("ascii")}
-    if isinstance(v, float) and not math.isfinite(v):
-        return {"$f": repr(v)}  # 'inf', '-inf' or 'nan'
-    return v
-
-
-def _needs_encoding(v: Any) -> bool:
-    return isinstance(v, bytes | bytearray | memoryview) or (isinstance(v, float) and not math.isfinite(v))
-
-
-def _decode_object(obj: dict[str, Any]) -> Any:
-    if len(obj) == 1:
-        if "$b" in obj:
-            return base64.b64decode(obj["$b"])
-        if "$f" in obj:
-            return float(obj["$f"])
-    raise ValueError(f"unexpected object in encoded rows: {obj!r}")
-
-
-def encode_rows(rows: Sequence[Sequence[Any]]) -> str:
-    """Encode SQLite result rows as strict JSON (bytes and non-finite floats tagged)."""
-    out = [
-        [_encode_value(v) for v in row] if any(_needs_encoding(v) for v in row) else list(row) for row in rows
-    ]
-    return json.dumps(out, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def decode_rows(text: str) -> list[tuple]:
-    """Inverse of :func:`encode_rows`."""
-    return [tuple(row) for row in json.loads(text, object_hook=_decode_object)]

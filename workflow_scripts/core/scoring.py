@@ -10,8 +10,10 @@ from typing import Any
 import pandas as pd
 
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.exec_result import ExecResult
 from workflow_scripts.core.matching import METRICS, SPIDER, order_matters, prepare_sql, verdict
-from workflow_scripts.core.sandbox import ExecResult, Sandbox, decode_rows, encode_rows
+from workflow_scripts.core.row_codec import decode_rows, encode_rows
+from workflow_scripts.core.sandbox import Sandbox
 
 GOLD_COLUMNS = ["id", "columns", "rows", "n_rows", "order_matters", "elapsed_s"]
 

@@ -19,8 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.core.exec_result import ExecResult
 from workflow_scripts.core.matching import CORRECT, order_matters
-from workflow_scripts.core.sandbox import ExecResult, Sandbox, decode_rows, encode_rows
+from workflow_scripts.core.row_codec import decode_rows, encode_rows
+from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings
 
 GOLD_TS_COLUMNS = ["id", "db_path", "columns", "rows", "n_rows", "order_matters", "elapsed_s"]

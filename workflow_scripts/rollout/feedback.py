@@ -31,8 +31,8 @@ from typing import Literal
 import sqlglot
 from sqlglot import exp
 
+from workflow_scripts.core.exec_result import ExecResult
 from workflow_scripts.core.guards import GuardSignal
-from workflow_scripts.core.sandbox import ExecResult
 from workflow_scripts.core.schema import Table
 
 FeedbackMode = Literal["error_only", "online_visible", "result_status", "oracle_rows"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import re
-import sqlite3
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +23,7 @@ import sqlglot
 from rank_bm25 import BM25Okapi
 from sqlglot import exp
 
+from workflow_scripts.core.cell_values import quote_identifier, read_column_values
 from workflow_scripts.core.schema import Column, Table, tables_from_schema
 from workflow_scripts.rollout.prompts import shown_evidence
 
@@ -46,10 +46,6 @@ STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 SIMPLE_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def _is_text_type(column_type: str) -> bool:
     # SQLite gives an untyped column BLOB affinity, but Spider's untyped columns mostly hold text.
     upper = column_type.upper()
@@ -67,35 +63,34 @@ def sample_values(db_path: Path | str, tables: Sequence[Table], per_column: int 
     """
     if per_column <= 0:
         return {}
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    conn.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
-    try:
-        out: Values = {}
-        for table in tables:
-            for column in table.columns:
-                if not _is_text_type(column.type):
-                    continue
-                values = _column_values(conn, table.name, column.name, per_column)
-                if values:
-                    out.setdefault(table.name, {})[column.name] = values
-        return out
-    finally:
-        conn.close()
+    columns = {
+        (table.name, column.name): (table.name, column.name)
+        for table in tables
+        for column in table.columns
+        if _is_text_type(column.type)
+    }
+    found = read_column_values(
+        db_path, columns, _short_text_query, lambda rows: _first_distinct(rows, per_column)
+    )
+    out: Values = {}
+    for (table, column), values in found.items():
+        if values:
+            out.setdefault(table, {})[column] = values
+    return out
 
 
-def _column_values(conn: sqlite3.Connection, table: str, column: str, limit: int) -> tuple[str, ...]:
-    # The inner LIMIT bounds the scan on large tables; deduplicating here keeps first-seen order.
-    query = (
-        f"SELECT v FROM (SELECT {_quote(column)} AS v FROM {_quote(table)} LIMIT {VALUE_SCAN_ROWS}) "
+def _short_text_query(table: str, column: str) -> str:
+    # The inner LIMIT bounds the scan on large tables; _first_distinct deduplicates in first-seen order.
+    return (
+        f"SELECT v FROM (SELECT {column} AS v FROM {table} LIMIT {VALUE_SCAN_ROWS}) "
         f"WHERE typeof(v) = 'text' AND length(trim(v)) BETWEEN 1 AND {MAX_VALUE_CHARS}"
     )
-    try:
-        cursor = conn.execute(query)
-    except sqlite3.DatabaseError:
-        return ()
+
+
+def _first_distinct(rows: Iterable[object], limit: int) -> tuple[str, ...]:
     seen: dict[str, None] = {}
-    for (value,) in cursor:
-        value = value.strip()
+    for value in rows:
+        value = str(value).strip()
         if "\n" not in value and "\r" not in value:
             seen.setdefault(value, None)
             if len(seen) == limit:
@@ -267,7 +262,7 @@ def table_recall(selected: Iterable[str], gold: Collection[str]) -> float | None
 
 
 def _identifier(name: str) -> str:
-    return name if SIMPLE_IDENTIFIER.fullmatch(name) else _quote(name)
+    return name if SIMPLE_IDENTIFIER.fullmatch(name) else quote_identifier(name)
 
 
 def _literal(value: str) -> str:

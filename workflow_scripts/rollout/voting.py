@@ -23,8 +23,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from workflow_scripts.core.exec_result import ExecResult
 from workflow_scripts.core.matching import BIRD, SPIDER, STRICT
-from workflow_scripts.core.sandbox import ExecResult
 from workflow_scripts.rollout.generation import Backend, Completion, SamplingConfig
 from workflow_scripts.rollout.settings import RolloutSettings
 
