@@ -364,6 +364,8 @@ def common_args(work_dir: Path, settings: TrainSettings, method: str, dtype: Any
         "gradient_checkpointing": settings.gradient_checkpointing,
         "bf16": dtype == torch.bfloat16,
         "fp16": False,
+        # transformers refuses bf16 without a GPU unless told that the CPU is meant (precision: bf16 on a CPU)
+        "use_cpu": not torch.cuda.is_available(),
         "seed": settings.seed,
         "logging_steps": settings.logging_steps,
         # transformers 5 reads a float in [0, 1) as a share of the steps.
