@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tests.conftest import REPO
 from tests.train.test_training import DEMO, prompt_of
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.fingerprint import fingerprint
+from workflow_scripts.train import checkpoints
 from workflow_scripts.train.checkpoints import (
     COMPLETE_FILE,
     checkpoint_dir,
@@ -282,6 +284,20 @@ class Stopped(Exception):
     """Stands for a kill right after a checkpoint (the SIGKILL itself: the SFT test above)."""
 
 
+def stop_after_first_checkpoint(run: Callable[[Path], dict], out: Path, monkeypatch) -> None:
+    """Run `run(out)` until its first checkpoint is complete, then stop it as a kill would."""
+    rotate = checkpoints.rotate
+
+    def stop_after_first(root: Path, keep: int | None) -> None:
+        rotate(root, keep)
+        raise Stopped
+
+    monkeypatch.setattr(checkpoints, "rotate", stop_after_first)
+    with pytest.raises(Stopped):
+        run(out)
+    monkeypatch.setattr(checkpoints, "rotate", rotate)
+
+
 @pytest.mark.slow
 def test_a_stopped_sft_to_dpo_run_resumes_to_the_uninterrupted_adapter(default_model, tmp_path, monkeypatch):
     """SFT->DPO checkpoints hold trl's frozen reference copy too; resuming must continue the trained adapter
@@ -289,7 +305,6 @@ def test_a_stopped_sft_to_dpo_run_resumes_to_the_uninterrupted_adapter(default_m
     import torch
     from safetensors.torch import load_file
 
-    import workflow_scripts.train.checkpoints as checkpoints
     from tests.train.test_training import pairs_frame, sft_frame
     from workflow_scripts.train.trainer import train_dpo, train_sft
 
@@ -309,16 +324,7 @@ def test_a_stopped_sft_to_dpo_run_resumes_to_the_uninterrupted_adapter(default_m
 
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     run(whole)
-    rotate = checkpoints.rotate
-
-    def stop_after_first(root: Path, keep: int | None) -> None:
-        rotate(root, keep)
-        raise Stopped
-
-    monkeypatch.setattr(checkpoints, "rotate", stop_after_first)
-    with pytest.raises(Stopped):
-        run(resumed)
-    monkeypatch.setattr(checkpoints, "rotate", rotate)
+    stop_after_first_checkpoint(run, resumed, monkeypatch)
     (saved,) = complete_checkpoints(checkpoint_dir(resumed))
     assert not (saved / "ref").exists() and (saved / "adapter_model.safetensors").is_file()
     assert run(resumed)["resumed_from_step"] == 1

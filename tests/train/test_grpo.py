@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import ingest_concert_questions
 from tests.rollout.test_rollout import ScriptedBackend
+from tests.train.test_checkpoints import stop_after_first_checkpoint
 from workflow_scripts.core.artifacts import read_provenance
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.sandbox import Sandbox
@@ -247,10 +248,6 @@ def test_a_short_real_run_changes_the_adapter(data, default_model, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["grpo"]["num_generations"] == 4
 
 
-class Stopped(Exception):
-    """Stands for a kill right after a checkpoint (the SIGKILL itself is tested on SFT, test_checkpoints)."""
-
-
 @pytest.mark.slow
 def test_a_stopped_run_resumes_to_the_uninterrupted_adapter_and_rewarded_sql(
     data, default_model, tmp_path, monkeypatch
@@ -277,16 +274,7 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_adapter_and_rewarded_sql(
 
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     run(whole)
-    rotate = checkpoints.rotate
-
-    def stop_after_first(root: Path, keep: int | None) -> None:
-        rotate(root, keep)
-        raise Stopped
-
-    monkeypatch.setattr(checkpoints, "rotate", stop_after_first)
-    with pytest.raises(Stopped):
-        run(resumed)
-    monkeypatch.setattr(checkpoints, "rotate", rotate)
+    stop_after_first_checkpoint(run, resumed, monkeypatch)
     assert not resumed.exists() and checkpoints.complete_checkpoints(checkpoints.checkpoint_dir(resumed))
     metrics = run(resumed)
     assert metrics["resumed_from_step"] == 1 and [s["step"] for s in metrics["step_split"]] == [2]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from tests.conftest import REPO
+from tests.workflow.touched import planned_rules, set_config
 
 pytestmark = pytest.mark.slow
 
@@ -52,34 +52,6 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     if check and done.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
     return done
-
-
-def set_config(workdir: Path, **changes) -> None:
-    """Edit config.yaml as a user would: change nested keys given as dotted paths."""
-    path = workdir / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    for dotted, value in changes.items():
-        node = config
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[last] = value
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-
-def planned_rules(workdir: Path) -> list[str]:
-    """Rules a dry run would execute, from the job table that `snakemake -n` prints."""
-    out = snakemake(workdir, "-n", "--quiet", "rules").stdout
-    if "Nothing to be done" in out:
-        return []
-    rules = []
-    for line in out.split("Job stats:")[1].splitlines():
-        parts = line.split()
-        if parts and parts[0] == "total":
-            break
-        if len(parts) == 2 and parts[1].isdigit():
-            rules += [parts[0]] * int(parts[1])
-    return sorted(rules)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -55,3 +57,30 @@ def write_atomic(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def claim_state_dir(root: Path, expected: str, what: str, log: logging.Logger) -> None:
+    """Make `root` the state directory (checkpoints, chunks) of the run with fingerprint `expected`.
+
+    A directory stamped with another fingerprint, or none, is deleted with a log line naming `what`: state
+    of another configuration or data must never be resumed.
+    """
+    stamp = root / FINGERPRINT_FILE
+    if root.exists():
+        found = json.loads(stamp.read_text()).get("fingerprint") if stamp.is_file() else None
+        if found != expected:
+            log.info(
+                "discarding the %s in %s: written by another configuration or data "
+                "(fingerprint %s, this run %s)",
+                what,
+                root,
+                (found or "missing")[:12],
+                expected[:12],
+            )
+            shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if not stamp.is_file():
+        write_atomic(stamp, json.dumps({"fingerprint": expected}) + "\n")

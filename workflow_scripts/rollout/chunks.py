@@ -21,11 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow_scripts.core.fingerprint import write_atomic
+from workflow_scripts.core.fingerprint import claim_state_dir
 
 log = logging.getLogger("rollout")
-
-FINGERPRINT_FILE = "fingerprint.json"
 
 
 def chunk_dir(out: Path) -> Path:
@@ -45,21 +43,7 @@ class ChunkStore:
 
     def __init__(self, root: Path, expected: str) -> None:
         self.root = root
-        stamp = root / FINGERPRINT_FILE
-        if root.exists():
-            found = json.loads(stamp.read_text()).get("fingerprint") if stamp.is_file() else None
-            if found != expected:
-                log.info(
-                    "discarding the rollout chunks in %s: written by another configuration or data "
-                    "(fingerprint %s, this run %s)",
-                    root,
-                    (found or "missing")[:12],
-                    expected[:12],
-                )
-                shutil.rmtree(root)
-        root.mkdir(parents=True, exist_ok=True)
-        if not stamp.is_file():
-            write_atomic(stamp, json.dumps({"fingerprint": expected}) + "\n")
+        claim_state_dir(root, expected, "rollout chunks", log)
 
     def path(self, index: int) -> Path:
         return self.root / f"chunk-{index:05d}.parquet"

@@ -16,7 +16,6 @@ that runs out of GPU memory is told which settings to lower (`oom_fix`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -27,12 +26,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from workflow_scripts.core.fingerprint import file_digest, fingerprint, model_identity, write_atomic
+from workflow_scripts.core.fingerprint import (
+    claim_state_dir,
+    file_digest,
+    fingerprint,
+    model_identity,
+    write_atomic,
+)
 from workflow_scripts.train.settings import LoraSettings, TrainSettings
 
 log = logging.getLogger("training")
 
-FINGERPRINT_FILE = "fingerprint.json"
 COMPLETE_FILE = "COMPLETE"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
@@ -58,21 +62,7 @@ def prepare_checkpoints(root: Path, expected: str) -> Path | None:
     Checkpoints of another fingerprint are deleted (a different configuration or data must never be
     resumed), as are incomplete ones (a kill while writing).
     """
-    stamp = root / FINGERPRINT_FILE
-    if root.exists():
-        found = json.loads(stamp.read_text()).get("fingerprint") if stamp.is_file() else None
-        if found != expected:
-            log.info(
-                "discarding the checkpoints in %s: written by another configuration or data "
-                "(fingerprint %s, this run %s)",
-                root,
-                (found or "missing")[:12],
-                expected[:12],
-            )
-            shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    if not stamp.is_file():
-        write_atomic(stamp, json.dumps({"fingerprint": expected}) + "\n")
+    claim_state_dir(root, expected, "checkpoints", log)
     complete = set(complete_checkpoints(root))
     for path in root.glob("checkpoint-*"):
         if path not in complete:
