@@ -477,7 +477,10 @@ def write_shim(directory: Path, real_sbatch: str, record: Path) -> None:
 def check_gpu_request(workdir: Path, cluster: Cluster, profile: dict, profile_dir: Path) -> dict[str, str]:
     """A GPU rollout shard's sbatch call carries the GPU request, and SLURM accepts it (--test-only)."""
     gpus, threads = 1, 2
+    # The sbatch shim refuses the job, so the model is never loaded; the workflow only checks, before any job,
+    # that model.path is a Hugging Face directory (it holds config.json).
     (workdir / "gpu_check_model").mkdir()
+    (workdir / "gpu_check_model" / "config.json").write_text('{"model_type": "llama"}')
     overlay = workdir / "gpu_check.yaml"
     overlay.write_text(
         yaml.safe_dump(
