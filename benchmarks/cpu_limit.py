@@ -160,8 +160,9 @@ def train_path(name: str, data_dir: Path, model: Path, threads: int, steps: int)
     from workflow_scripts.rollout.generation import render_prompt
     from workflow_scripts.rollout.loop import prepare_examples
     from workflow_scripts.rollout.settings import RolloutSettings
+    from workflow_scripts.train.dpo import train_dpo
     from workflow_scripts.train.settings import LoraSettings, TrainSettings
-    from workflow_scripts.train.trainer import train_dpo, train_sft
+    from workflow_scripts.train.sft import train_sft
 
     torch.set_num_threads(threads)
     path = TRAIN_PATHS[name]

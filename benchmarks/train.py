@@ -11,7 +11,7 @@ steps. Variants:
 - dpo-inline: the reference forward inside every step instead (trl's default);
 - dpo-margin: margin-aware DPO (precomputed reference, shifted by the pair margins);
 - sft-all-positions, dpo-all-positions: as sft and dpo, but with trl's fused LM head scoring every position
-  (prompt included), as trl 1.16 does on CPU unless `training._completion_only_lm_head` is in effect;
+  (prompt included), as trl 1.16 does on CPU unless `train.common.completion_only_lm_head` is in effect;
 - grpo, grpo-repair: `train_grpo` one-shot and repair-aware (max_turns 2), `--batch-size` prompts per step x
   4 generations of up to 64 tokens, arctic reward, all of a step's episodes in one forward/backward pass;
   each step split into generation, reward (sandbox) and optimisation;
@@ -91,15 +91,16 @@ def worker(args: argparse.Namespace) -> None:
     from workflow_scripts.core.scoring import MatchSettings
     from workflow_scripts.rollout.generation import SamplingConfig
     from workflow_scripts.rollout.settings import RolloutSettings
-    from workflow_scripts.train import trainer as training
-    from workflow_scripts.train.grpo import GRPOSettings, train_grpo
-    from workflow_scripts.train.settings import LoraSettings, TrainSettings
-    from workflow_scripts.train.trainer import train_dpo, train_sft
+    from workflow_scripts.train import dpo, sft
+    from workflow_scripts.train.dpo import train_dpo
+    from workflow_scripts.train.grpo import train_grpo
+    from workflow_scripts.train.settings import GRPOSettings, LoraSettings, TrainSettings
+    from workflow_scripts.train.sft import train_sft
 
     torch.set_num_threads(args.threads)
     if args.worker.endswith("-all-positions"):
         # The counterfactual: trl's own choice on CPU, scoring every position through the LM head.
-        training._completion_only_lm_head = contextlib.nullcontext
+        sft.completion_only_lm_head = dpo.completion_only_lm_head = contextlib.nullcontext
     settings = TrainSettings(
         max_steps=args.steps + 1,
         per_device_batch_size=args.batch_size,

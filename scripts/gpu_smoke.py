@@ -11,7 +11,7 @@ resources/models/smollm2-135m-instruct, built by `python -m workflow_scripts.cli
    architecture with MODEL_DIR's tokenizer (only config.json and the tokenizer files are read, so it runs
    where no weights can be brought; without them, a SmolLM2-shaped Llama and a tokenizer trained on the
    demo text);
-2. train: `train.trainer.train_sft` with LoRA on all seven projections (q/k/v/o, gate/up/down), gradient
+2. train: `train.sft.train_sft` with LoRA on all seven projections (q/k/v/o, gate/up/down), gradient
    checkpointing and bf16 on CUDA (fp32 on CPU); the losses must be finite and every LoRA B matrix of every
    target module must have moved from zero;
 3. transformers: greedy generation (stop ";") with `TransformersBackend`, base model and with the adapter;
@@ -222,7 +222,7 @@ def train(s: Setup, steps: int, work: Path) -> tuple[Path, str]:
     from safetensors.torch import load_file
 
     from workflow_scripts.train.settings import LoraSettings, TrainSettings
-    from workflow_scripts.train.trainer import train_sft
+    from workflow_scripts.train.sft import train_sft
 
     lora = LoraSettings(r=16, alpha=32, target_modules=TARGET_MODULES)
     settings = TrainSettings(

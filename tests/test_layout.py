@@ -22,10 +22,6 @@ LONG_MODULES = {
         "(read-only URI, authorizer, progress handler, heap limit) and the parent's (wall-clock kill and "
         "replacement of a stuck worker, the pool's bookkeeping) only hold together, and are reviewed together"
     ),
-    "train/grpo.py": (
-        "split pending: the trainer split (shared plumbing, SFT, DPO) comes first, and GRPO's loop, its "
-        "episodes and their checkpoints then move onto that plumbing"
-    ),
 }
 
 

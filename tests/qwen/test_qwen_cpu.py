@@ -32,9 +32,10 @@ from workflow_scripts.rollout.loop import prepare_examples
 from workflow_scripts.rollout.prompts import SYSTEM_PROMPT
 from workflow_scripts.rollout.settings import RolloutSettings
 from workflow_scripts.rollout.vllm_backend import VLLMBackend
-from workflow_scripts.train.grpo import GRPOSettings, train_grpo
-from workflow_scripts.train.settings import LoraSettings, TrainSettings
-from workflow_scripts.train.trainer import train_dpo, train_sft
+from workflow_scripts.train.dpo import train_dpo
+from workflow_scripts.train.grpo import train_grpo
+from workflow_scripts.train.settings import GRPOSettings, LoraSettings, TrainSettings
+from workflow_scripts.train.sft import train_sft
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,8 @@ from workflow_scripts.rollout.extraction import extract_sql
 from workflow_scripts.rollout.generation import SamplingConfig, TransformersBackend
 from workflow_scripts.rollout.loop import RolloutSettings, prepare_examples
 from workflow_scripts.rollout.vllm_backend import VLLMBackend
-from workflow_scripts.train.trainer import LoraSettings, TrainSettings, train_sft
+from workflow_scripts.train.settings import LoraSettings, TrainSettings
+from workflow_scripts.train.sft import train_sft
 
 pytestmark = pytest.mark.slow
 

@@ -217,7 +217,7 @@ class FakeTrainer:
 )
 def test_out_of_memory_in_training_names_the_settings_to_change(tmp_path, method, names):
     from workflow_scripts.train.checkpoints import Resume
-    from workflow_scripts.train.trainer import run_training
+    from workflow_scripts.train.common import run_training
 
     settings = TrainSettings(per_device_batch_size=8, max_length=2048, gradient_checkpointing=False)
     with pytest.raises(UserError) as err:
@@ -232,7 +232,7 @@ def test_out_of_memory_in_training_names_the_settings_to_change(tmp_path, method
 
 def test_other_training_errors_pass_through(tmp_path):
     from workflow_scripts.train.checkpoints import Resume
-    from workflow_scripts.train.trainer import run_training
+    from workflow_scripts.train.common import run_training
 
     trainer = FakeTrainer(tmp_path)
     trainer.train = lambda resume_from_checkpoint=None: (_ for _ in ()).throw(RuntimeError("a real bug"))
@@ -249,7 +249,7 @@ def test_report_to_tensorboard_writes_event_files_tensorboard_reads(default_mode
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from tests.train.test_training import sft_frame
-    from workflow_scripts.train.trainer import train_sft
+    from workflow_scripts.train.sft import train_sft
 
     settings = TrainSettings(
         **{**SETTINGS, "max_steps": 2, "checkpoint_steps": 0, "report_to": ["tensorboard"]}
@@ -306,7 +306,8 @@ def test_a_stopped_sft_to_dpo_run_resumes_to_the_uninterrupted_adapter(default_m
     from safetensors.torch import load_file
 
     from tests.train.test_training import pairs_frame, sft_frame
-    from workflow_scripts.train.trainer import train_dpo, train_sft
+    from workflow_scripts.train.dpo import train_dpo
+    from workflow_scripts.train.sft import train_sft
 
     fast = {"per_device_batch_size": 2, "max_length": 256, "gradient_checkpointing": False}
     init = tmp_path / "sft"

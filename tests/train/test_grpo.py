@@ -20,9 +20,10 @@ from workflow_scripts.core.scoring import MatchSettings
 from workflow_scripts.rollout.generation import SamplingConfig, render_prompt
 from workflow_scripts.rollout.loop import prepare_examples
 from workflow_scripts.rollout.settings import RolloutSettings
-from workflow_scripts.train.grpo import GRPOSettings, SandboxRollout, episode_tokens, train_grpo, vllm_args
+from workflow_scripts.train.episodes import SandboxRollout, episode_tokens
+from workflow_scripts.train.grpo import train_grpo, vllm_args
 from workflow_scripts.train.rewards import execution_reward, plain_sql
-from workflow_scripts.train.settings import LoraSettings, TrainSettings
+from workflow_scripts.train.settings import GRPOSettings, LoraSettings, TrainSettings
 
 QUESTIONS = {
     "How many singers are there?": "SELECT count(*) FROM singer",

@@ -17,9 +17,10 @@ from workflow_scripts.cli import run_cli
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.rollout.loop import first_prompt, repair_prompt
 from workflow_scripts.train.data import sft_examples
+from workflow_scripts.train.dpo import train_dpo
 from workflow_scripts.train.losses import margin_dpo_loss, offset_reference
 from workflow_scripts.train.settings import LoraSettings, TrainSettings, settings_from_dict
-from workflow_scripts.train.trainer import train_dpo, train_sft
+from workflow_scripts.train.sft import train_sft
 
 SCHEMA = "CREATE TABLE singer (\n  singer_id INTEGER,\n  name TEXT,\n  country TEXT,\n  age INTEGER\n);"
 # (question, gold SQL, a wrong SQL)
@@ -477,7 +478,7 @@ def test_completion_only_lm_head_gives_the_same_log_probs():
     from transformers import LlamaConfig, LlamaForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from workflow_scripts.train.trainer import _completion_only_lm_head
+    from workflow_scripts.train.common import completion_only_lm_head
 
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -489,7 +490,7 @@ def test_completion_only_lm_head_gives_the_same_log_probs():
     labels = ids.masked_fill(torch.arange(12) < 8, -100)  # only the last 4 tokens are the completion
     every = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
     cpu = torch.device("cpu")
-    with _completion_only_lm_head():
+    with completion_only_lm_head():
         assert trl_utils._use_triton(cpu)  # trl takes the completion-only path
         compact = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
     assert not trl_utils._use_triton(cpu)  # restored

@@ -14,7 +14,7 @@ precision, logging_steps, warmup_ratio, beta, loss_type, margin_aware, margin_sc
 `train.settings.LoraSettings` (r, alpha, dropout, target_modules), the latter flat or nested under "lora",
 and the run keys checkpoint_steps, save_total_limit and report_to (a killed run resumes from its checkpoint;
 `--tracking-dir` receives TensorBoard's event files);
-missing keys take their defaults; `grpo` also takes the keys of `train.grpo.GRPOSettings`. `--out` becomes
+missing keys take their defaults; `grpo` also takes the keys of `train.settings.GRPOSettings`. `--out` becomes
 the PEFT adapter directory, with the run's metrics.json
 (losses, step times, peak memory, settings and inputs) inside; it is written only when training succeeds.
 """
@@ -41,9 +41,10 @@ from workflow_scripts.core.errors import UserError
 from workflow_scripts.rollout.loop import prepare_examples
 from workflow_scripts.rollout.settings import RolloutSettings
 from workflow_scripts.train.data import sft_examples
-from workflow_scripts.train.grpo import GRPOSettings, train_grpo
-from workflow_scripts.train.settings import settings_from_dict
-from workflow_scripts.train.trainer import train_dpo, train_sft
+from workflow_scripts.train.dpo import train_dpo
+from workflow_scripts.train.grpo import train_grpo
+from workflow_scripts.train.settings import GRPOSettings, settings_from_dict
+from workflow_scripts.train.sft import train_sft
 
 log = logging.getLogger("train")
 

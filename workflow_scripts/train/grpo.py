@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +42,11 @@ from workflow_scripts.core.fingerprint import fingerprint, write_atomic
 from workflow_scripts.core.model import check_model_dir
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings
-from workflow_scripts.rollout.generation import (
-    Backend,
-    Completion,
-    Messages,
-    SamplingConfig,
-    TransformersBackend,
-    encode_prompt,
-)
-from workflow_scripts.rollout.loop import PreparedExample, final_answers, run_rollout
+from workflow_scripts.rollout.loop import PreparedExample
 from workflow_scripts.rollout.settings import RolloutSettings
 from workflow_scripts.train.checkpoints import drop_checkpoints, resume_point, run_identity
-from workflow_scripts.train.rewards import REWARD_SCHEMES, episode_reward
-from workflow_scripts.train.settings import LoraSettings, TrainSettings, check_trackers
-from workflow_scripts.train.trainer import (
+from workflow_scripts.train.common import (
+    LOGGED_KEYS,
     common_args,
     load_adapter,
     load_model,
@@ -64,276 +55,23 @@ from workflow_scripts.train.trainer import (
     staging_dir,
     str_or_none,
 )
+from workflow_scripts.train.episodes import SandboxRollout, correct, sandbox_reward
+from workflow_scripts.train.settings import GRPOSettings, LoraSettings, TrainSettings, check_trackers
 
-GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
+# trl's GRPO log keys kept per logged step, beside the ones every trainer keeps.
+GRPO_LOGGED_KEYS = (
+    *LOGGED_KEYS,
+    "reward",
+    "reward_std",
+    "rewards/correct/mean",
+    "kl",
+    "entropy",
+    "completions/mean_length",
+    "frac_reward_zero_std",
+)
 REWARDED_FILE = "rewarded.parquet"
 # The rewarded SQL of the steps before a checkpoint, kept in it so that a resumed run's file is complete.
 REWARDED_CHECKPOINT = "rewarded.json"
-
-
-@dataclass(frozen=True)
-class GRPOSettings:
-    """What GRPO adds to a training run's settings (see `training.grpo` in config.yaml)."""
-
-    reward: str = "arctic"  # rule | arctic (train.rewards)
-    format_weight: float = 0.0  # added when the reply is the SQL alone
-    num_generations: int = 4  # episodes per prompt: the group whose rewards are compared
-    prompts_per_step: int = 2  # distinct prompts per optimizer step
-    max_turns: int = 1  # 1: one-shot; 2: repair-aware (one repair turn)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 128  # per turn
-    beta: float = 0.0  # KL coefficient against the reference (0: no reference model)
-    loss_type: str = "dapo"
-    limit: int | None = None  # train on the first N examples (None: all)
-    micro_batch_size: int | None = None  # episodes per forward/backward pass (None: all of a step's)
-    use_vllm: bool = False  # generate episodes with trl's colocated vLLM engine (GPU) instead of transformers
-    vllm_gpu_memory_utilization: float = 0.3  # the engine's share of GPU memory beside the trainer
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.reward not in REWARD_SCHEMES:
-            problems.append(f"reward={self.reward!r} is not one of {', '.join(REWARD_SCHEMES)}")
-        if self.loss_type not in GRPO_LOSS_TYPES:
-            problems.append(f"loss_type={self.loss_type!r} is not one of {', '.join(GRPO_LOSS_TYPES)}")
-        if self.num_generations < 2:
-            problems.append(f"num_generations={self.num_generations} must be >= 2 (GRPO compares a group)")
-        if self.prompts_per_step < 1 or self.max_new_tokens < 1:
-            problems.append("prompts_per_step and max_new_tokens must be >= 1")
-        if self.max_turns not in (1, 2):
-            problems.append(f"max_turns={self.max_turns} must be 1 (one-shot) or 2 (repair-aware)")
-        if self.temperature <= 0:
-            problems.append(f"temperature={self.temperature} must be > 0: GRPO needs different samples")
-        episodes = self.prompts_per_step * self.num_generations
-        micro = self.micro_batch_size
-        if micro is not None and (micro < 1 or episodes % micro):
-            problems.append(
-                f"micro_batch_size={self.micro_batch_size} must divide the {episodes} episodes of a step "
-                "(prompts_per_step x num_generations)"
-            )
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            problems.append(f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization} not in (0, 1]")
-        if problems:
-            raise UserError(f"invalid GRPO settings: {'; '.join(problems)}. Fix: correct training.grpo.")
-
-    @classmethod
-    def from_config(cls, grpo: Mapping[str, Any]) -> GRPOSettings:
-        """The GRPO keys of config.yaml's `training.grpo` section (the others are TrainSettings')."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in grpo.items() if k in names})
-
-
-@dataclass
-class Episode:
-    """One rollout trajectory as trl trains on it."""
-
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    env_mask: list[int]  # 1: a model token (in the loss); 0: feedback between turns
-    reward: float
-    correct: bool
-    final_sql: str
-    turns: int
-
-
-def episode_tokens(
-    tokenizer: Any, prompt: Messages, turns: Sequence[tuple[str, str, str | None]]
-) -> tuple[list[int], list[int]]:
-    """Completion ids and env mask of an episode: each turn's reply, and the feedback turn after it.
-
-    `turns` are (reply, extracted SQL, feedback or None) in order. The feedback segment is the text the chat
-    template puts after the SQL of the repair prompt (end of the assistant turn, the user's feedback, the
-    start of the next assistant turn); a template that does not render a conversation as a continuation of
-    its first prompt is refused.
-    """
-    from workflow_scripts.rollout.generation import render_prompt
-    from workflow_scripts.rollout.loop import repair_prompt
-
-    first = render_prompt(tokenizer, prompt)
-    ids: list[int] = []
-    mask: list[int] = []
-    for reply, sql, feedback in turns:
-        reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
-        ids += reply_ids
-        mask += [1] * len(reply_ids)
-        if feedback is None:
-            break
-        repair = render_prompt(tokenizer, repair_prompt(prompt, sql, feedback))
-        if not repair.startswith(first + sql):
-            raise UserError(
-                "the model's chat template does not render a repair conversation as a continuation of its "
-                "first prompt, so a repair-aware episode cannot be one token sequence. Fix: set "
-                "training.grpo.max_turns: 1 for this model."
-            )
-        env_ids = tokenizer(repair[len(first) + len(sql) :], add_special_tokens=False)["input_ids"]
-        ids += env_ids
-        mask += [0] * len(env_ids)
-    return ids, mask
-
-
-def episodes(
-    trajectories: pd.DataFrame,
-    examples: Sequence[PreparedExample],
-    tokenizer: Any,
-    grpo: GRPOSettings,
-) -> dict[tuple[str, int], Episode]:
-    """The episodes of a rollout by (example id, sample): tokens, mask and the reward of the final answer."""
-    final = final_answers(trajectories).set_index(["example_id", "sample"])
-    by_id = {ex.id: ex for ex in examples}
-    out = {}
-    for (example_id, sample), rows in trajectories.groupby(["example_id", "sample"], sort=False):
-        rows = rows.sort_values(["turn", "candidate"], kind="stable").drop_duplicates("turn")
-        ex = by_id[example_id]
-        end = final.loc[(example_id, sample)]
-        turns = [
-            (str(r.raw_output), str(r.sql), None if r.turn >= end["turn"] else str(r.feedback))
-            for r in rows.itertuples(index=False)
-            if r.turn <= end["turn"]
-        ]
-        completion_ids, env_mask = episode_tokens(tokenizer, ex.prompt, turns)
-        correct, executable = bool(end["correct"]), bool(end["executable"])
-        out[(example_id, int(sample))] = Episode(
-            prompt_ids=encode_prompt(tokenizer, ex.prompt),
-            completion_ids=completion_ids,
-            env_mask=env_mask,
-            reward=episode_reward(
-                grpo.reward,
-                grpo.format_weight,
-                turn=int(end["turn"]),
-                max_turns=grpo.max_turns,
-                correct=correct,
-                executable=executable,
-                reply=str(end["raw_output"]),
-            ),
-            correct=correct,
-            final_sql=str(end["sql"]),
-            turns=int(end["turn"]),
-        )
-    return out
-
-
-class SandboxRollout:
-    """trl's `rollout_func`: episodes of the project's rollout loop, timed, with the rewarded SQL kept."""
-
-    def __init__(
-        self,
-        examples: Sequence[PreparedExample],
-        tokenizer: Any,
-        sandbox: Sandbox,
-        match: MatchSettings,
-        rollout: RolloutSettings,
-        grpo: GRPOSettings,
-        *,
-        batch_size: int,
-        seed: int,
-        make_backend: Callable[[Any], Backend] | None = None,  # trainer -> backend
-    ) -> None:
-        self.make_backend = make_backend or self.policy_backend
-        self.by_prompt = {json.dumps(ex.prompt): ex for ex in examples}
-        self.tokenizer, self.sandbox, self.match, self.grpo = tokenizer, sandbox, match, grpo
-        # one repair candidate, sampled at the GRPO temperature like the first turn; every sample an episode
-        # of its own (an eval run's answer: greedy would add a greedy candidate to each group); the
-        # conversation repair prompt, which episode_tokens continues as one token sequence
-        self.rollout = replace(
-            rollout,
-            max_turns=grpo.max_turns,
-            repair_samples=1,
-            repair_temperature=None,
-            answer="all",
-            repair_prompt="conversation",
-        )
-        self.batch_size, self.seed = batch_size, seed
-        self.generation_seconds: list[float] = []
-        self.reward_seconds: list[float] = []
-        self.rewarded: list[dict[str, Any]] = []
-
-    def __call__(self, prompts: list[Messages], trainer: Any) -> dict[str, list]:
-        keys = [json.dumps(p) for p in prompts]
-        unique = list(dict.fromkeys(keys))
-        repeats = {keys.count(k) for k in unique}
-        if len(repeats) != 1 or any(k not in self.by_prompt for k in unique):
-            raise RuntimeError("GRPO rollout: prompts must be training prompts, each repeated equally often")
-        examples = [self.by_prompt[k] for k in unique]
-        step = int(trainer.state.global_step)
-        sampling = SamplingConfig(
-            num_samples=repeats.pop(),
-            temperature=self.grpo.temperature,
-            top_p=self.grpo.top_p,
-            max_new_tokens=self.grpo.max_new_tokens,
-            seed=self.seed + 1000 * step,
-            stop=self.rollout.sampling.stop,
-        )
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        backend = _TimedBackend(self.make_backend(trainer))
-        was_training = model.training
-        model.eval()
-        start = time.perf_counter()
-        try:
-            trajectories = run_rollout(
-                examples,
-                backend,
-                self.sandbox,
-                replace(self.rollout, sampling=sampling),
-                self.match,
-                progress=False,
-            )
-        finally:
-            model.train(was_training)
-        self.generation_seconds.append(backend.seconds)
-        self.reward_seconds.append(time.perf_counter() - start - backend.seconds)
-        done = episodes(trajectories, examples, self.tokenizer, self.grpo)
-        seen: dict[str, int] = {}
-        ordered = []
-        for key in keys:
-            ex = self.by_prompt[key]
-            ordered.append(done[(ex.id, seen.get(key, 0))])
-            seen[key] = seen.get(key, 0) + 1
-        self.rewarded += [
-            {"step": step, "example_id": ex_id, "sample": s, "turns": e.turns, "sql": e.final_sql}
-            for (ex_id, s), e in done.items()
-            if e.correct
-        ]
-        return {
-            "prompt_ids": [e.prompt_ids for e in ordered],
-            "completion_ids": [e.completion_ids for e in ordered],
-            "logprobs": None,
-            "env_mask": [e.env_mask for e in ordered],
-            "episode_reward": [e.reward for e in ordered],
-            "episode_correct": [float(e.correct) for e in ordered],
-        }
-
-    def policy_backend(self, trainer: Any) -> Backend:
-        """The policy being trained: trl's colocated vLLM engine (`use_vllm`), else transformers on it."""
-        if getattr(trainer, "use_vllm", False):
-            from workflow_scripts.rollout.vllm_backend import VLLMBackend
-
-            return VLLMBackend.from_llm(trainer.vllm_generation.llm)
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        return TransformersBackend.from_model(model, self.tokenizer, batch_size=self.batch_size)
-
-
-class _TimedBackend:
-    """A backend that adds up the seconds its wrapped backend spends generating."""
-
-    def __init__(self, backend: Backend) -> None:
-        self.backend, self.seconds, self.name = backend, 0.0, backend.name
-
-    def generate(self, prompts: Sequence[Messages], sampling: SamplingConfig) -> list[list[Completion]]:
-        start = time.perf_counter()
-        try:
-            return self.backend.generate(prompts, sampling)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-
-def sandbox_reward(prompts: list, completions: list, episode_reward: list[float], **_: Any) -> list[float]:
-    """The reward of each episode's final answer, computed by the rollout (see SandboxRollout)."""
-    return list(episode_reward)
-
-
-def correct(prompts: list, completions: list, episode_correct: list[float], **_: Any) -> list[float]:
-    """1.0 when the episode's final answer is correct: logged as `rewards/correct/mean`, weight 0."""
-    return list(episode_correct)
 
 
 def train_grpo(
@@ -440,6 +178,7 @@ def train_grpo(
             save_extra=lambda checkpoint: write_atomic(
                 checkpoint / REWARDED_CHECKPOINT, json.dumps(rollout_func.rewarded)
             ),
+            logged_keys=GRPO_LOGGED_KEYS,
         )
         metrics |= {
             "examples": len(examples),

@@ -1,4 +1,5 @@
-"""Settings of a LoRA training run (LoraSettings, TrainSettings) and their checks against config.yaml."""
+"""Settings of a LoRA training run (LoraSettings, TrainSettings, GRPOSettings) and their checks against
+config.yaml."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from workflow_scripts.core.errors import UserError
+from workflow_scripts.train.rewards import REWARD_SCHEMES
 
 # Learning rates when the settings give none: common LoRA values (trl's own defaults, 2e-5 for SFT and 1e-6
 # for DPO, are meant for full fine-tuning and barely move a LoRA adapter).
@@ -28,6 +30,8 @@ TRACKERS = {
     "mlflow": ("mlflow", "mlflow"),
     "trackio": ("trackio", "trackio"),
 }
+# The GRPO losses of trl 1.16.
+GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
 # Settings that do not change the trained weights: a checkpoint stays resumable when only they change.
 RUN_ONLY_KEYS = ("checkpoint_steps", "save_total_limit", "report_to", "logging_steps")
 
@@ -227,3 +231,55 @@ def _wrong_types(cls: type, values: Mapping[str, Any]) -> list[str]:
         if isinstance(value, bool) and bool not in allowed or not isinstance(value, tuple(allowed)):
             problems.append(f"{field.name}={value!r} (must be {' or '.join(kinds)})")
     return problems
+
+
+@dataclass(frozen=True)
+class GRPOSettings:
+    """What GRPO adds to a training run's settings (see `training.grpo` in config.yaml)."""
+
+    reward: str = "arctic"  # rule | arctic (train.rewards)
+    format_weight: float = 0.0  # added when the reply is the SQL alone
+    num_generations: int = 4  # episodes per prompt: the group whose rewards are compared
+    prompts_per_step: int = 2  # distinct prompts per optimizer step
+    max_turns: int = 1  # 1: one-shot; 2: repair-aware (one repair turn)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128  # per turn
+    beta: float = 0.0  # KL coefficient against the reference (0: no reference model)
+    loss_type: str = "dapo"
+    limit: int | None = None  # train on the first N examples (None: all)
+    micro_batch_size: int | None = None  # episodes per forward/backward pass (None: all of a step's)
+    use_vllm: bool = False  # generate episodes with trl's colocated vLLM engine (GPU) instead of transformers
+    vllm_gpu_memory_utilization: float = 0.3  # the engine's share of GPU memory beside the trainer
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.reward not in REWARD_SCHEMES:
+            problems.append(f"reward={self.reward!r} is not one of {', '.join(REWARD_SCHEMES)}")
+        if self.loss_type not in GRPO_LOSS_TYPES:
+            problems.append(f"loss_type={self.loss_type!r} is not one of {', '.join(GRPO_LOSS_TYPES)}")
+        if self.num_generations < 2:
+            problems.append(f"num_generations={self.num_generations} must be >= 2 (GRPO compares a group)")
+        if self.prompts_per_step < 1 or self.max_new_tokens < 1:
+            problems.append("prompts_per_step and max_new_tokens must be >= 1")
+        if self.max_turns not in (1, 2):
+            problems.append(f"max_turns={self.max_turns} must be 1 (one-shot) or 2 (repair-aware)")
+        if self.temperature <= 0:
+            problems.append(f"temperature={self.temperature} must be > 0: GRPO needs different samples")
+        episodes = self.prompts_per_step * self.num_generations
+        micro = self.micro_batch_size
+        if micro is not None and (micro < 1 or episodes % micro):
+            problems.append(
+                f"micro_batch_size={self.micro_batch_size} must divide the {episodes} episodes of a step "
+                "(prompts_per_step x num_generations)"
+            )
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            problems.append(f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization} not in (0, 1]")
+        if problems:
+            raise UserError(f"invalid GRPO settings: {'; '.join(problems)}. Fix: correct training.grpo.")
+
+    @classmethod
+    def from_config(cls, grpo: Mapping[str, Any]) -> GRPOSettings:
+        """The GRPO keys of config.yaml's `training.grpo` section (the others are TrainSettings')."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in grpo.items() if k in names})

@@ -1,29 +1,17 @@
-"""LoRA fine-tuning of the policy with peft + trl: SFT on correct SQL, DPO on mined preference pairs.
-
-    lora, settings = settings_from_dict({"max_steps": 100, "lora": {"r": 16}})
-    data = sft_examples([trajectories], examples, include_gold=True, include_correct=True)
-    train_sft(model_path, data, "results/train/sft", lora, settings)
-    train_dpo(model_path, pairs, "results/train/dpo", lora, settings, init_adapter=Path("results/train/sft"))
-
-Every run saves ONE PEFT LoRA adapter on the BASE model (adapter_config.json, adapter_model.safetensors and
-the run's metrics.json, nothing else), so both generation backends load it: vLLM as a `LoRARequest`,
-transformers as a `PeftModel` (see `generation.TransformersBackend`). The adapter is trained in a staging
-directory beside `out_dir` and renamed into place only when the run succeeded. With `checkpoint_steps`, a
-killed run resumes from its last checkpoint when it is run again (`train.checkpoints`).
+"""What the LoRA trainers share: loading the policy, trl's common arguments, the training run and its
+metrics, and saving the one adapter into place only when the run succeeded.
 
 Measured on a 2-core CPU (SmolLM2-135M, r=16 on q/k/v/o, batch 4, ~365-token sequences, fp32, gradient
-checkpointing; benchmarks/train.py and its README): SFT 9.9 s/step at 2.0 GiB peak RSS; DPO 19.4
-s/step plus a 25 s reference pass, at 3.8 GiB (a DPO batch of 4 pairs runs 8 sequences). bf16 autocast is
-slower on that CPU and changes outputs, so precision "auto" means bf16 on a CUDA GPU and fp32 elsewhere. On
-CPU trl's fused LM head is made to score the completion tokens only (`_completion_only_lm_head`), which halves
-DPO's memory.
+checkpointing; benchmarks/train.py and its README): bf16 autocast is slower at that size, so precision "auto"
+means bf16 on a CUDA GPU and fp32 elsewhere; at 0.5B bf16 is faster (benchmarks/README.md, "CPU limit"), and
+the 0.5B CPU config asks for it. On CPU trl's fused LM head is made to score the completion tokens only
+(`completion_only_lm_head`), which halves DPO's memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import resource
 import shutil
@@ -34,34 +22,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.faults import gpu_memory_guard
-from workflow_scripts.core.model import check_model_dir
 from workflow_scripts.train.checkpoints import (
     Resume,
     checkpoint_callback,
     checkpoint_step,
-    drop_checkpoints,
     oom_fix,
     point_tensorboard,
-    resume_point,
-    run_identity,
 )
-from workflow_scripts.train.data import (
-    PAIR_COLUMNS,
-    SFT_COLUMNS,
-    pair_dataset,
-    require_columns,
-    require_rows,
-    sft_dataset,
-    subsample_for_steps,
-)
-from workflow_scripts.train.losses import margin_trainer_class
-from workflow_scripts.train.settings import LoraSettings, TrainSettings, check_trackers
-
-log = logging.getLogger("training")
+from workflow_scripts.train.settings import LoraSettings, TrainSettings
 
 # Keys of trl's log entries that the returned metrics keep per logged step.
 LOGGED_KEYS = (
@@ -73,201 +43,11 @@ LOGGED_KEYS = (
     "rewards/chosen",
     "rewards/rejected",
     "mean_token_accuracy",
-    # GRPO
-    "reward",
-    "reward_std",
-    "rewards/correct/mean",
-    "kl",
-    "entropy",
-    "completions/mean_length",
-    "frac_reward_zero_std",
 )
 
 
-def train_sft(
-    model_path: Path | str,
-    data: pd.DataFrame,
-    out_dir: Path | str,
-    lora: LoraSettings,
-    settings: TrainSettings,
-    *,
-    provenance: Mapping[str, Any] | None = None,
-    tracking_dir: Path | str | None = None,
-) -> dict[str, Any]:
-    """Train a LoRA adapter with trl's SFTTrainer on `data` and save it to `out_dir`; return the metrics.
-
-    `data` has conversational `prompt` and `completion` columns (see `sft_examples`); the loss covers the
-    completion tokens only. `out_dir` gets the PEFT adapter and `metrics.json` (the returned metrics plus
-    `provenance`); it replaces an existing `out_dir` only when training succeeded. With `tensorboard` in
-    `settings.report_to`, the event files go to `tracking_dir` (default: `OUT_DIR.tracking` beside it).
-    """
-    model_path = Path(model_path)
-    check_model_dir(model_path)
-    require_columns(data, SFT_COLUMNS, "SFT examples")
-    require_rows(
-        data,
-        "example set",
-        "roll out more train examples (or enable the gold SQL) so that some SQL is correct.",
-    )
-    dataset = sft_dataset(data)
-    check_trackers(settings.report_to)
-    from trl import SFTConfig, SFTTrainer  # imported after the input checks: it takes seconds
-
-    identity = run_identity("sft", model_path, settings, lora, dataset)
-    with staging_dir(Path(out_dir)) as staging, _completion_only_lm_head():
-        resume = resume_point(Path(out_dir), staging, settings, identity, tracking_dir)
-        model, tokenizer, dtype = load_model(model_path, settings)
-        config = SFTConfig(
-            **common_args(resume.work_dir, settings, "sft", dtype),
-            max_length=settings.max_length,
-            completion_only_loss=True,
-            packing=False,
-            dataset_num_proc=None,
-        )
-        start = time.perf_counter()
-        trainer = SFTTrainer(
-            model=model,
-            args=config,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=lora.peft_config(),
-        )
-        metrics = run_training(trainer, time.perf_counter() - start, "sft", settings, lora, resume)
-        metrics["examples"] = len(data)
-        save_adapter(trainer, staging / "adapter", metrics, provenance)
-    drop_checkpoints(Path(out_dir))
-    return metrics
-
-
-def train_dpo(
-    model_path: Path | str,
-    pairs: pd.DataFrame,
-    out_dir: Path | str,
-    lora: LoraSettings,
-    settings: TrainSettings,
-    *,
-    init_adapter: Path | str | None = None,
-    provenance: Mapping[str, Any] | None = None,
-    tracking_dir: Path | str | None = None,
-) -> dict[str, Any]:
-    """Train a LoRA adapter with trl's DPOTrainer on preference `pairs`, save it to `out_dir`; return metrics.
-
-    `pairs` has `prompt`, `chosen` and `rejected` columns, either in TRL's conversational format (as in
-    `pairs/merged/train.parquet`) or as JSON prompt text and plain SQL (as in `pairs.parquet`), plus a
-    numeric `margin` for margin-aware training (`settings.margin_aware`, see `MarginDPOTrainer`).
-
-    By default (`settings.precompute_ref`) the reference log-probs are computed once for all pairs before
-    training: the steps then run no reference forward, and margin-aware training shifts those stored values.
-    With `max_steps` shorter than one pass, only the pairs the steps use are kept (`subsample_for_steps`).
-
-    Without `init_adapter`, a new adapter (`lora`) is trained on the base model and the reference is the base
-    model (the adapter disabled: trl's `ref_model=None` with `peft_config`).
-
-    With `init_adapter` (SFT→DPO), DPO continues training that adapter, NOT merged first: it is loaded
-    trainable on the base model, trl keeps a frozen copy of it as the reference (so the reference is the SFT
-    policy, as DPO after SFT expects), and the trained copy is saved. The result is one adapter on the base
-    model holding SFT + DPO, which loads in both backends; merging first would give an adapter on the merged
-    model, which vLLM's per-request LoRA on the base model cannot serve. The adapter's shape (r, alpha, target
-    modules) is then that of `init_adapter`, and `lora` is not used. Only the trained adapter is saved, not
-    trl's frozen `ref` copy.
-    """
-    model_path = Path(model_path)
-    check_model_dir(model_path)
-    if init_adapter is not None:
-        from workflow_scripts.rollout.generation import check_adapter
-
-        check_adapter(init_adapter, model_path)
-    require_columns(pairs, PAIR_COLUMNS + (("margin",) if settings.margin_aware else ()), "preference pairs")
-    require_rows(
-        pairs,
-        "pair set",
-        "mine more pairs (more rollout samples, use_gold_when_failed, looser merge filters) before DPO.",
-    )
-    n_pairs = len(pairs)
-    dataset = pair_dataset(subsample_for_steps(pairs, settings), with_margin=settings.margin_aware)
-    check_trackers(settings.report_to)
-    identity = run_identity("dpo", model_path, settings, lora, dataset, init_adapter)
-    with staging_dir(Path(out_dir)) as staging, _completion_only_lm_head():
-        resume = resume_point(Path(out_dir), staging, settings, identity, tracking_dir)
-        model, tokenizer, dtype = load_model(model_path, settings)
-        peft_config = lora.peft_config()
-        if init_adapter is not None:
-            model = load_adapter(model, Path(init_adapter))
-            peft_config = None  # trl refuses a PeftModel together with a peft_config
-            log.info(
-                "continuing the adapter %s %s; the lora settings are not used", init_adapter, _shape(model)
-            )
-        trainer, setup_seconds = _dpo_trainer(
-            model, tokenizer, dataset, peft_config, resume.work_dir, settings, dtype
-        )
-        metrics = run_training(trainer, setup_seconds, "dpo", settings, lora, resume)
-        metrics.update(pairs=n_pairs, pairs_used=len(dataset), init_adapter=str_or_none(init_adapter))
-        if init_adapter is not None:
-            metrics["lora"] = _shape(model)
-        save_adapter(trainer, staging / "adapter", metrics, provenance)
-    drop_checkpoints(Path(out_dir))
-    return metrics
-
-
-def _dpo_trainer(
-    model: Any,
-    tokenizer: Any,
-    dataset: Any,
-    peft_config: Any,
-    work_dir: Path,
-    settings: TrainSettings,
-    dtype: Any,
-) -> tuple[Any, float]:
-    """Return a DPOTrainer (margin-aware when asked) and the seconds its construction took.
-
-    With `precompute_ref`, construction includes the reference pass over all pairs (and the tokenization).
-    """
-    from trl import DPOConfig, DPOTrainer
-
-    config = DPOConfig(
-        **common_args(work_dir, settings, "dpo", dtype),
-        max_length=settings.max_length,
-        beta=settings.beta,
-        loss_type=[settings.loss_type],
-        precompute_ref_log_probs=settings.precompute_ref,
-        # The reference pass runs without gradients, so it can take bigger batches than training.
-        precompute_ref_batch_size=2 * settings.per_device_batch_size,
-        dataset_num_proc=None,
-    )
-    start = time.perf_counter()
-    if settings.margin_aware:
-        trainer = margin_trainer_class()(
-            model=model,
-            ref_model=None,
-            args=config,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            margin_scale=settings.margin_scale,
-        )
-    else:
-        trainer = DPOTrainer(
-            model=model,
-            ref_model=None,
-            args=config,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
-    setup_seconds = time.perf_counter() - start
-    if len(trainer.train_dataset) == 0:
-        raise UserError(
-            f"every preference pair's prompt fills max_length={settings.max_length} tokens, so no pair is "
-            "left for training. Fix: raise max_length in the training settings."
-        )
-    return trainer, setup_seconds
-
-
-# --------------------------------------------------------------------------------------------- helpers
-
-
 @contextlib.contextmanager
-def _completion_only_lm_head() -> Iterator[None]:
+def completion_only_lm_head() -> Iterator[None]:
     """Make trl's fused LM head score only the completion tokens on CPU too, while the block runs.
 
     trl 1.16 (SFT and DPO) computes per-token log-probs with a fused, tiled LM head. On devices with Triton
@@ -337,7 +117,7 @@ def load_adapter(model: Any, adapter: Path) -> Any:
         ) from None
 
 
-def _shape(model: Any) -> dict[str, Any]:
+def adapter_shape(model: Any) -> dict[str, Any]:
     """Return r, alpha, dropout and target modules of a PeftModel's default adapter."""
     config = model.peft_config["default"]
     return {
@@ -390,6 +170,7 @@ def run_training(
     lora: LoraSettings,
     resume: Resume | None = None,
     save_extra: Callable[[Path], None] | None = None,
+    logged_keys: tuple[str, ...] = LOGGED_KEYS,
 ) -> dict:
     """Train (from `resume.checkpoint` when set) and return the metrics: losses per logged step, step times,
     seconds, peak memory and, with checkpoints, the step resumed from and each checkpoint's write time."""
@@ -411,7 +192,7 @@ def run_training(
     seconds = time.perf_counter() - start
     steps = int(trainer.state.global_step)
     logged = [
-        {"step": int(entry["step"]), **{k: float(entry[k]) for k in LOGGED_KEYS if k in entry}}
+        {"step": int(entry["step"]), **{k: float(entry[k]) for k in logged_keys if k in entry}}
         for entry in trainer.state.log_history
         if "loss" in entry and "step" in entry
     ]
