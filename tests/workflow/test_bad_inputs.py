@@ -142,6 +142,32 @@ def test_predictions_with_the_wrong_line_count(tmp_path: Path, demo_dir: Path) -
     assert str(n - 3) in message and str(n) in message
 
 
+@pytest.mark.parametrize(
+    ("module", "args", "flag"),
+    [
+        ("workflow_scripts.cli.data", ["ingest", "--name", "bad", "--dataset", "{'path': 1}"], "--dataset"),
+        ("workflow_scripts.evaluate", ["--sandbox", "[30]"], "--sandbox"),
+        ("workflow_scripts.cli.train", ["sft", "--settings", "{max_steps: 1}"], "--settings"),
+    ],
+    ids=["ingest --dataset", "evaluate --sandbox", "train --settings"],
+)
+def test_settings_that_are_not_a_json_object(
+    tmp_path: Path, demo_dir: Path, module: str, args: list[str], flag: str
+) -> None:
+    """A stage command given settings that are not a JSON object names the flag, before reading anything."""
+    out = tmp_path / "out"
+    paths = {
+        "workflow_scripts.cli.data": ["--out-dir", out],
+        "workflow_scripts.evaluate": [
+            "--dataset", demo_dir / "dev.json", "--db-root", demo_dir / "database",
+            "--pred", tmp_path / "pred.sql", "--out", out,
+        ],
+        "workflow_scripts.cli.train": ["--model", tmp_path / "model", "--data-dir", demo_dir, "--out", out],
+    }[module]  # fmt: skip
+    done = run_module(module, *args, *paths)
+    assert_clean_failure(done, flag, [out])
+
+
 # --- models, adapters and training data (train stage) ------------------------------------------------------
 
 

@@ -54,14 +54,20 @@ def add_execution_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", choices=METRICS, help="metric mode (wins over --execution's matching)")
 
 
+def json_argument(text: str, flag: str) -> dict[str, Any]:
+    """The JSON object passed to `flag`, or a UserError naming the flag."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{flag} is not valid JSON ({err}). Fix: pass a JSON object.") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{flag} must be a JSON object, not {type(value).__name__}. Fix: pass {{...}}.")
+    return value
+
+
 def execution_settings(args: argparse.Namespace) -> tuple[dict, MatchSettings]:
     """The sandbox keyword arguments and the match settings of `--execution` (and `--metric`)."""
-    try:
-        execution = json.loads(args.execution)
-    except json.JSONDecodeError as err:
-        raise UserError(
-            f"--execution is not JSON ({err.msg}). Fix: pass the sandbox and matching as JSON."
-        ) from None
+    execution = json_argument(args.execution, "--execution")
     matching = dict(execution.get("matching", {}))
     if getattr(args, "metric", None):
         matching["metric"] = args.metric

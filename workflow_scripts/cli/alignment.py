@@ -47,7 +47,14 @@ from workflow_scripts.alignment.analysis import (
     first_turn_sql,
     variant_rows,
 )
-from workflow_scripts.cli import command_parser, inherited_matching, read_parquet, run_cli, setup_logging
+from workflow_scripts.cli import (
+    command_parser,
+    inherited_matching,
+    json_argument,
+    read_parquet,
+    run_cli,
+    setup_logging,
+)
 from workflow_scripts.core.artifacts import atomic_path, write_json, write_parquet
 from workflow_scripts.core.config import DEFAULT_SUBSETS
 from workflow_scripts.core.errors import UserError
@@ -83,7 +90,7 @@ def sft_data(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def select(args: argparse.Namespace) -> None:
-    cfg = json.loads(args.settings)
+    cfg = json_argument(args.settings, "--settings")
     sel = cfg["selection"]
     cache = al.NgramCache(cfg["ngram_max"])
     target = cache.distribution(
@@ -158,7 +165,7 @@ def training_sets(args: argparse.Namespace, variants: Sequence[str]) -> dict[str
 
 
 def analyze(args: argparse.Namespace) -> None:
-    cfg = json.loads(args.settings)
+    cfg = json_argument(args.settings, "--settings")
     alpha = cfg["alpha"]
     cache = al.NgramCache(cfg["ngram_max"])
     examples = target_examples(args.target_examples, args.target_limit)

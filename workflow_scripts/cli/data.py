@@ -17,6 +17,7 @@ from workflow_scripts.cli import (
     add_execution_argument,
     command_parser,
     execution_settings,
+    json_argument,
     run_cli,
     setup_logging,
 )
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "split":
         print(json.dumps(write_split(args), indent=2))
         return
-    spec = DatasetSpec.from_config(args.name, json.loads(args.dataset))
+    spec = DatasetSpec.from_config(args.name, json_argument(args.dataset, "--dataset"))
     sandbox_cfg, match = execution_settings(args)
     summary = ingest(spec, args.out_dir, missing_db=args.missing_db, sandbox_cfg=sandbox_cfg, match=match)
     log.info("summary: %s", json.dumps(summary))

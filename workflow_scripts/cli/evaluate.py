@@ -24,6 +24,7 @@ from workflow_scripts.cli import (
     command_parser,
     execution_settings,
     inherited_matching,
+    json_argument,
     run_cli,
 )
 from workflow_scripts.core.artifacts import write_json, write_parquet
@@ -93,7 +94,12 @@ def compare(args: argparse.Namespace) -> None:
 def score(args: argparse.Namespace) -> None:
     """Score a predictions file and print its summary."""
     sandbox_cfg, settings = execution_settings(args)
-    sandbox_cfg = {"workers": 2, "max_rows": 100_000, **sandbox_cfg, **json.loads(args.sandbox)}
+    sandbox_cfg = {
+        "workers": 2,
+        "max_rows": 100_000,
+        **sandbox_cfg,
+        **json_argument(args.sandbox, "--sandbox"),
+    }
     with Sandbox(**sandbox_cfg) as sandbox:
         if args.ingested is not None:
             check_ingested(args.ingested, settings)

@@ -20,6 +20,7 @@ from workflow_scripts.cli import (
     command_parser,
     execution_settings,
     inherited_matching,
+    json_argument,
     run_cli,
     setup_logging,
 )
@@ -57,8 +58,8 @@ def mine(args: argparse.Namespace) -> None:
 
 
 def synthetic(args: argparse.Namespace) -> None:
-    settings = json.loads(args.settings)
-    run = json.loads(args.run_settings)
+    settings = json_argument(args.settings, "--settings")
+    run = json_argument(args.run_settings, "--run-settings")
     examples = pd.read_parquet(args.data_dir / "examples.parquet")
     gold = pd.read_parquet(args.data_dir / "gold.parquet")
     schema = pd.read_parquet(args.data_dir / "schema.parquet")
@@ -87,7 +88,7 @@ def synthetic(args: argparse.Namespace) -> None:
 
 
 def merge(args: argparse.Namespace) -> None:
-    cfg = json.loads(args.settings)
+    cfg = json_argument(args.settings, "--settings")
     settings = MergeSettings.from_config(cfg)
     inputs: dict[str, pd.DataFrame] = {}
     for item in args.input:  # several files may feed one input (e.g. natural pairs of several runs)

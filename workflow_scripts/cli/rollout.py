@@ -27,6 +27,7 @@ from workflow_scripts.cli import (
     command_parser,
     execution_settings,
     inherited_matching,
+    json_argument,
     run_cli,
     setup_logging,
 )
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "recall":
         recall(args)
         return
-    run = json.loads(args.settings)
+    run = json_argument(args.settings, "--settings")
     if args.command == "shard":
         check_inputs(run, args.data_dir, "examples", "gold", "schema")
         sandbox_cfg, match = execution_settings(args)
@@ -386,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
         check_ingested(args.data_dir, match)
         table = study(
             run,
-            json.loads(args.study),
+            json_argument(args.study, "--study"),
             args.data_dir,
             args.first_turn,
             sandbox_cfg,

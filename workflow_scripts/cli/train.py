@@ -22,7 +22,6 @@ the PEFT adapter directory, with the run's metrics.json
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -33,6 +32,7 @@ from workflow_scripts.cli import (
     command_parser,
     execution_settings,
     inherited_matching,
+    json_argument,
     read_parquet,
     run_cli,
     setup_logging,
@@ -49,19 +49,8 @@ from workflow_scripts.train.sft import train_sft
 log = logging.getLogger("train")
 
 
-def parse_settings(text: str) -> dict[str, Any]:
-    """Return the settings JSON object of `--settings`."""
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f"--settings is not valid JSON ({err}). Fix: pass a JSON object.") from None
-    if not isinstance(cfg, dict):
-        raise UserError("--settings must be a JSON object. Fix: pass e.g. '{\"max_steps\": 100}'.")
-    return cfg
-
-
 def sft(args: argparse.Namespace) -> None:
-    cfg = parse_settings(args.settings)
+    cfg = json_argument(args.settings, "--settings")
     lora, settings = settings_from_dict(cfg)
     if args.sft_data is not None:
         if args.data_dir is not None or args.trajectories:
@@ -104,7 +93,7 @@ def sft(args: argparse.Namespace) -> None:
 
 
 def dpo(args: argparse.Namespace) -> None:
-    cfg = parse_settings(args.settings)
+    cfg = json_argument(args.settings, "--settings")
     lora, settings = settings_from_dict(cfg)
     pairs = read_parquet(args.pairs, "pairs")
     provenance = {
@@ -130,11 +119,11 @@ def dpo(args: argparse.Namespace) -> None:
 
 
 def grpo(args: argparse.Namespace) -> None:
-    cfg = parse_settings(args.settings)
+    cfg = json_argument(args.settings, "--settings")
     grpo_keys = {f.name for f in fields(GRPOSettings)}
     grpo_settings = GRPOSettings.from_config(cfg)
     lora, settings = settings_from_dict({k: v for k, v in cfg.items() if k not in grpo_keys})
-    run = json.loads(args.rollout)
+    run = json_argument(args.rollout, "--rollout")
     examples = read_parquet(args.data_dir / "examples.parquet", "examples")
     if grpo_settings.limit:
         examples = examples.head(grpo_settings.limit)
