@@ -7,7 +7,7 @@ import shlex
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from workflow_scripts.core.config import DEFAULT_SUBSETS, config_problem, path_problems, used_datasets
+from workflow_scripts.core.config import config_problem, path_problems, used_datasets
 from workflow_scripts.core.packaged import MODELS_DIR, PACKAGED_MODELS, model_dir
 from workflow_scripts.rollout.settings import EPISODE_KEYS, PROMPT_KEYS, RESOURCE_KEYS, STUDY_UNUSED_KEYS
 
@@ -98,13 +98,13 @@ def eval_run_entry(variant):
         "limit": ev["limit"],
         # greedy, or with evaluation.num_samples > 1 one greedy and k sampled candidates (greedy, maj@k and
         # pass@k side by side); `answer` (greedy | maj) is the candidate that goes to repair
-        "num_samples": ev.get("num_samples", 1),
-        "temperature": ev.get("temperature", 0.0) if ev.get("num_samples", 1) > 1 else 0.0,
-        "answer": ev.get("answer", "greedy"),
+        "num_samples": ev["num_samples"],
+        "temperature": ev["temperature"] if ev["num_samples"] > 1 else 0.0,
+        "answer": ev["answer"],
         # k repair candidates at repair_temperature; the first the repair scope's verifier accepts goes on
-        "repair_samples": ev.get("repair_samples", 1),
-        "repair_temperature": ev.get("repair_temperature", 0.0),
-        "repair_prompt": ev.get("repair_prompt", "conversation"),
+        "repair_samples": ev["repair_samples"],
+        "repair_temperature": ev["repair_temperature"],
+        "repair_prompt": ev["repair_prompt"],
     }
 
 
@@ -113,7 +113,7 @@ EVAL_RUNS = {f"eval_{v}": eval_run_entry(v) for v in VARIANTS}
 # random, misaligned), evaluated like a variant on the first alignment.selection.eval_limit examples
 # (rules/alignment.smk).
 SELECTION = config["alignment"]["selection"]
-SELECTION_SUBSETS = list(SELECTION.get("subsets", DEFAULT_SUBSETS)) if SELECTION["enabled"] else []
+SELECTION_SUBSETS = list(SELECTION["subsets"]) if SELECTION["enabled"] else []
 SELECTION_LIMIT = SELECTION["eval_limit"] or config["evaluation"]["limit"]
 EVAL_RUNS.update(
     {f"eval_sft_{s}": {**eval_run_entry(f"sft_{s}"), "limit": SELECTION_LIMIT} for s in SELECTION_SUBSETS}
@@ -144,7 +144,7 @@ def run_settings(run):
     settings["vllm"] = {**config["rollout"]["vllm"], **entry.get("vllm", {})}
     settings["model"] = model_dir(entry.get("model", config["model"]["path"]))
     settings["adapter"] = entry.get("adapter")
-    settings["evidence"] = config.get("prompt", {}).get("evidence", "auto")
+    settings["evidence"] = config["prompt"]["evidence"]
     return settings
 
 

@@ -65,7 +65,7 @@ rule retrieval_recall:
         top_k=config["rollout"]["top_k_tables"],
         fk_hops=config["rollout"]["fk_hops"],
         cell_values=config["rollout"]["cell_values"],
-        evidence=str(config.get("prompt", {}).get("evidence", "auto")).lower(),
+        evidence=str(config["prompt"]["evidence"]).lower(),
         data_dir=lambda w: data_dir(w.dataset),
     conda:
         "../envs/cpu.yaml"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,24 @@ def test_the_check_catches_a_backward_import():
     """The import check itself: a rollout module importing the CLI layer is found."""
     tree = ast.parse("from workflow_scripts.cli import run_cli\nimport workflow_scripts.core.sandbox\n")
     assert imported_stages(tree) == {("cli", 1), ("core", 2)}
+
+
+# Config keys whose default the schema sets (Snakemake's `validate` fills it in before any rule reads it).
+SCHEMA_DEFAULTED = (
+    "num_samples", "temperature", "answer", "repair_samples", "repair_temperature", "repair_prompt",
+    "evidence", "subsets",
+)  # fmt: skip
+
+
+def test_rules_and_the_config_checks_take_defaults_from_the_schema():
+    """A default written again where the config is read could drift from the schema's."""
+    keys = "|".join(SCHEMA_DEFAULTED)
+    fallback = re.compile(rf"""\.get\(\s*["']({keys})["']\s*,""")
+    readers = [*sorted((REPO / "rules").glob("*.smk")), PACKAGE / "core" / "config.py"]
+    found = [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+        for path in readers
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if fallback.search(line)
+    ]
+    assert not found, found

@@ -40,17 +40,11 @@ from workflow_scripts.core.scoring import MatchSettings
 from workflow_scripts.rollout.backends import make_backend, resolve_backend_kind
 from workflow_scripts.rollout.chunks import ChunkStore, chunk_dir, chunk_ranges
 from workflow_scripts.rollout.generation import Backend, check_adapter
-from workflow_scripts.rollout.loop import (
-    first_turn_outputs,
-    grpo_groups,
-    prepare_examples,
-    run_rollout,
-    summarize,
-)
-from workflow_scripts.rollout.prompts import prompt_template_sha256
+from workflow_scripts.rollout.loop import first_turn_outputs, prepare_examples, run_rollout
 from workflow_scripts.rollout.repair_study import run_study, study_table
 from workflow_scripts.rollout.retrieval import recall_table
 from workflow_scripts.rollout.settings import RolloutSettings
+from workflow_scripts.rollout.summary import grpo_groups, run_summary
 
 log = logging.getLogger("rollout")
 
@@ -194,38 +188,8 @@ def gather(run_name: str, run: dict[str, Any], shard_files: list[Path], out_dir:
         )
     trajectories = trajectories.sort_values(["example_id", "sample", "turn", "candidate"], kind="stable")
     trajectories = trajectories.reset_index(drop=True)
-    n_examples = trajectories["example_id"].nunique()
-    summary = {
-        "run": run_name,
-        **summarize(trajectories, n_examples, run["max_turns"]),
-        "backend_used": "+".join(sorted(set(trajectories.get("backend", pd.Series(dtype=str)).dropna()))),
-        **{
-            k: run[k]
-            for k in (
-                "dataset",
-                "model",
-                "adapter",
-                "backend",
-                "schema_mode",
-                "top_k_tables",
-                "max_turns",
-                "feedback_mode",
-                "feedback_detail",
-                "repair_scope",
-                "num_samples",
-                "repair_samples",
-                "temperature",
-            )
-        },
-    }
     provenance = {"run": run_name, "settings": run, "matching": inherited_matching(shard_files)}
-    summary["metric"] = (provenance["matching"] or {}).get("metric")
-    summary["answer"] = run.get("answer", "all")
-    summary["evidence"] = run.get("evidence", "auto")
-    summary["top_p"] = run.get("top_p")
-    summary["repair_temperature"] = run.get("repair_temperature")
-    summary["repair_prompt"] = run.get("repair_prompt", "conversation")
-    summary["prompt_template_sha256"] = prompt_template_sha256()
+    summary = run_summary(run_name, run, trajectories, (provenance["matching"] or {}).get("metric"))
     write_parquet(trajectories, out_dir / "trajectories.parquet", provenance)
     write_parquet(grpo_groups(trajectories), out_dir / "grpo_rollouts.parquet", provenance)
     write_json(summary, out_dir / "summary.json")

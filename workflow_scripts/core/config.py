@@ -49,20 +49,20 @@ def config_problem(config: Mapping[str, Any]) -> str | None:
                 f"Fix: add it to `datasets` or correct {key}."
             )
     ev = config["evaluation"]
-    if ev.get("num_samples", 1) > 1 and not ev.get("temperature", 0.0) > 0:
+    if ev["num_samples"] > 1 and not ev["temperature"] > 0:
         return (
             f"config key evaluation.num_samples is {ev['num_samples']} but evaluation.temperature is "
-            f"{ev.get('temperature', 0.0)}: greedy samples are all the same. "
+            f"{ev['temperature']}: greedy samples are all the same. "
             "Fix: set evaluation.temperature > 0."
         )
-    if ev.get("repair_samples", 1) > 1 and not ev.get("repair_temperature", 0.0) > 0:
+    if ev["repair_samples"] > 1 and not ev["repair_temperature"] > 0:
         return (
             f"config key evaluation.repair_samples is {ev['repair_samples']} but "
-            f"evaluation.repair_temperature is {ev.get('repair_temperature', 0.0)}: greedy repair candidates "
+            f"evaluation.repair_temperature is {ev['repair_temperature']}: greedy repair candidates "
             "are all the same. "
             "Fix: set evaluation.repair_temperature > 0."
         )
-    if ev.get("answer", "greedy") == "maj" and ev.get("num_samples", 1) < 2:
+    if ev["answer"] == "maj" and ev["num_samples"] < 2:
         return (
             "config key evaluation.answer is maj, but evaluation.num_samples is 1: maj@k votes over several "
             "samples. Fix: set evaluation.num_samples >= 2 (and temperature > 0) or answer: greedy."

@@ -376,7 +376,7 @@ def _feedback(head: _Candidate, ex: PreparedExample, settings: RolloutSettings) 
         head.sql,
         head.result,
         mode=settings.feedback_mode,
-        detail=settings.feedback_detail,  # type: ignore[arg-type]
+        detail=settings.feedback_detail,
         shown=ex.shown,
         all_tables=ex.all_tables,
         gold=_gold_shape(ex, settings.feedback_mode),

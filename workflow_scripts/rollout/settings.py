@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from workflow_scripts.core.errors import UserError
-from workflow_scripts.rollout.feedback import REPAIR_SCOPES, canonical_mode
+from workflow_scripts.rollout.feedback import FEEDBACK_DETAILS, REPAIR_SCOPES, FeedbackDetail, canonical_mode
 from workflow_scripts.rollout.generation import SamplingConfig
 
 ANSWERS = ("all", "greedy", "maj")
@@ -37,7 +37,7 @@ class RolloutSettings:
     cell_values: int = 0
     max_turns: int = 1
     feedback_mode: str = "online_visible"
-    feedback_detail: str = "column"
+    feedback_detail: FeedbackDetail = "column"
     repair_scope: str = "online_guarded"
     repair_samples: int = 1
     # temperature of the repair turns (None: the first turn's); with repair_samples > 1 and a temperature > 0
@@ -71,6 +71,10 @@ class RolloutSettings:
             raise ValueError(
                 f"repair_prompt must be one of {', '.join(REPAIR_PROMPTS)}, not {self.repair_prompt!r}"
             )
+        if self.feedback_detail not in FEEDBACK_DETAILS:
+            raise ValueError(
+                f"feedback_detail must be one of {', '.join(FEEDBACK_DETAILS)}, not {self.feedback_detail!r}"
+            )
         if self.repair_scope not in REPAIR_SCOPES:
             raise ValueError(f"unknown repair scope {self.repair_scope!r}; known: {', '.join(REPAIR_SCOPES)}")
 
@@ -102,8 +106,8 @@ class RolloutSettings:
             feedback_detail=run["feedback_detail"],
             repair_scope=run["repair_scope"],
             repair_samples=run["repair_samples"],
-            repair_temperature=run.get("repair_temperature"),
-            repair_prompt=run.get("repair_prompt", "conversation"),
+            repair_temperature=run["repair_temperature"],
+            repair_prompt=run["repair_prompt"],
             evidence=run.get("evidence", "auto"),
             answer=run.get("answer", "all"),
             sampling=SamplingConfig(

@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
+
+from workflow_scripts.rollout.prompts import prompt_template_sha256
+from workflow_scripts.rollout.settings import RolloutSettings
+
+# The settings of a run that its summary.json repeats as they were given.
+SUMMARY_KEYS = (
+    "dataset",
+    "model",
+    "adapter",
+    "backend",
+    "schema_mode",
+    "top_k_tables",
+    "max_turns",
+    "feedback_mode",
+    "feedback_detail",
+    "repair_scope",
+    "num_samples",
+    "repair_samples",
+    "temperature",
+)
 
 
 def _rate(values: pd.Series) -> float | None:
@@ -75,6 +96,27 @@ def summarize(trajectories: pd.DataFrame, n_examples: int, max_turns: int) -> di
             else {}
         ),
         "median_plan_cost_correct": float(correct_costs.median()) if len(correct_costs) else None,
+    }
+
+
+def run_summary(
+    name: str, run: Mapping[str, Any], trajectories: pd.DataFrame, metric: str | None
+) -> dict[str, Any]:
+    """A gathered run's summary.json: its figures and the settings and metric mode they were measured in."""
+    settings = RolloutSettings.from_config(run)
+    backends = trajectories.get("backend", pd.Series(dtype=str)).dropna()
+    return {
+        "run": name,
+        **summarize(trajectories, trajectories["example_id"].nunique(), run["max_turns"]),
+        "backend_used": "+".join(sorted(set(backends))),
+        **{k: run[k] for k in SUMMARY_KEYS},
+        "metric": metric,
+        "answer": settings.answer,
+        "evidence": settings.evidence,
+        "top_p": settings.sampling.top_p,
+        "repair_temperature": settings.repair_temperature,
+        "repair_prompt": settings.repair_prompt,
+        "prompt_template_sha256": prompt_template_sha256(),
     }
 
 
