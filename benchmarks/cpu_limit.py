@@ -121,12 +121,15 @@ def rollout_path(name: str, data_dir: Path, model: Path, threads: int) -> dict:
     )
     prepared = prepare_examples(frames["examples"], frames["gold"], frames["schema"], settings)
     start = time.perf_counter()
-    kw = {"threads": threads, "dtype": path["dtype"]}
-    if path["backend"] == "transformers":
-        kw["batch_size"] = 16
-    else:
-        kw["max_model_len"] = 4096
-    backend = Recording(make_backend(path["backend"], model, **kw))
+    backend = Recording(
+        make_backend(
+            path["backend"],
+            model,
+            threads=threads,
+            transformers={"batch_size": 16, "dtype": path["dtype"]},
+            vllm={"max_model_len": 4096, "dtype": path["dtype"]},
+        )
+    )
     start_s = time.perf_counter() - start
     with Sandbox(workers=1) as sandbox:
         start = time.perf_counter()

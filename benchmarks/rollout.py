@@ -75,15 +75,16 @@ def main() -> None:
         "vllm": (lambda: make_backend("vllm", args.model, adapter_path=args.adapter), False, "vLLM"),
         "batched": (
             lambda: make_backend(
-                "transformers", args.model, adapter_path=args.adapter, batch_size=args.batch_size,
-                threads=args.threads,
+                "transformers", args.model, adapter_path=args.adapter,
+                transformers={"batch_size": args.batch_size}, threads=args.threads,
             ),
             False,
             f"transformers batched (batch {args.batch_size}, length-sorted)",
         ),
         "loop": (
             lambda: make_backend(
-                "transformers", args.model, adapter_path=args.adapter, batch_size=1, threads=args.threads
+                "transformers", args.model, adapter_path=args.adapter, transformers={"batch_size": 1},
+                threads=args.threads,
             ),
             True,
             "transformers per-example loop (batch 1)",

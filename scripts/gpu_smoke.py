@@ -353,9 +353,7 @@ def generate_vllm(s: Setup, adapter: Path, reference: dict[str, list[str]]) -> s
         "vllm",
         s.model_dir,
         adapter_path=adapter,
-        gpu_memory_utilization=VLLM_MEMORY_SHARE,
-        max_model_len=VLLM_MAX_MODEL_LEN,
-        seed=0,
+        vllm={"gpu_memory_utilization": VLLM_MEMORY_SHARE, "max_model_len": VLLM_MAX_MODEL_LEN, "seed": 0},
     )
     tuned = sqls_of(backend.generate(s.prompts, sampling()), "vllm with adapter")
     # The same engine without the LoRA request is the base model: one engine start instead of two.

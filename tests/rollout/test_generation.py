@@ -180,23 +180,22 @@ def test_make_backend_vllm_without_vllm_says_how_to_fix(monkeypatch, default_mod
         make_backend("vllm", default_model)
 
 
-def test_make_backend_drops_only_the_other_backends_options(monkeypatch, default_model):
+def test_make_backend_gives_each_backend_its_own_options(monkeypatch, default_model):
     seen = {}
 
     class Recorder:
-        def __init__(self, model_path, *, batch_size=8, threads=None):
+        def __init__(self, model_path, *, adapter_path=None, threads=None, progress=False, batch_size=8):
             seen.update(model_path=model_path, batch_size=batch_size, threads=threads)
 
     monkeypatch.setattr(backends, "TransformersBackend", Recorder)
     monkeypatch.setattr(backends, "resolve_backend_kind", lambda kind, adapter=False: "transformers")
-    backend = make_backend("auto", default_model, batch_size=2, gpu_memory_utilization=0.5)
-    assert isinstance(backend, Recorder) and seen["batch_size"] == 2
-    with pytest.raises(TypeError):
-        make_backend("auto", default_model, batch_sizes=2)
-    # An explicit kind drops them too: a run's settings carry both backends' keys (rollout.vllm.*,
-    # batch_size, threads), and `backend: vllm` used to crash on batch_size.
-    backend = make_backend("transformers", default_model, batch_size=3, gpu_memory_utilization=0.5)
-    assert isinstance(backend, Recorder) and seen["batch_size"] == 3
+    # A run's settings carry both backends' options: only the chosen one's are used.
+    options = {"transformers": {"batch_size": 2}, "vllm": {"gpu_memory_utilization": 0.5}}
+    backend = make_backend("auto", default_model, threads=1, **options)
+    assert isinstance(backend, Recorder) and seen["batch_size"] == 2 and seen["threads"] == 1
+    # A misspelt option of the chosen backend is an error naming it, not dropped.
+    with pytest.raises(TypeError, match="batch_sizes"):
+        make_backend("auto", default_model, transformers={"batch_sizes": 2})
 
 
 # ---------------------------------------------------------------------------------------- adapters
@@ -316,7 +315,10 @@ def test_vllm_backend_contract(monkeypatch, tmp_path, default_model):
         rank=12,
     )
     backend = make_backend(
-        "vllm", default_model, adapter_path=adapter, gpu_memory_utilization=0.5, max_model_len=2048
+        "vllm",
+        default_model,
+        adapter_path=adapter,
+        vllm={"gpu_memory_utilization": 0.5, "max_model_len": 2048},
     )
     assert isinstance(backend, VLLMBackend) and backend.name == "vllm"
     assert record.llm_kwargs == {
@@ -420,7 +422,9 @@ def test_vllm_mapping_functions():
 def backend(default_model) -> TransformersBackend:
     # "auto" here, where it resolves to transformers; the auto-picking of vLLM is covered above.
     kind = "auto" if resolve_backend_kind("auto") == "transformers" else "transformers"
-    made = make_backend(kind, default_model, batch_size=8, gpu_memory_utilization=0.5)
+    made = make_backend(
+        kind, default_model, transformers={"batch_size": 8}, vllm={"gpu_memory_utilization": 0.5}
+    )
     assert isinstance(made, TransformersBackend) and made.name == "transformers"
     return made
 

@@ -171,7 +171,7 @@ def test_maj_needs_samples() -> None:
 def test_transformers_reports_summed_logprobs(default_model) -> None:
     from workflow_scripts.rollout.backends import make_backend
 
-    backend = make_backend("transformers", default_model, batch_size=4)
+    backend = make_backend("transformers", default_model, transformers={"batch_size": 4})
     prompts = [[{"role": "user", "content": "Write SQL that counts the rows of table t."}]] * 2
     plain = backend.generate(prompts, SamplingConfig(num_samples=2, temperature=0.7, max_new_tokens=12))
     scored = backend.generate(

@@ -37,7 +37,7 @@ from workflow_scripts.core.fingerprint import file_digest, fingerprint, model_id
 from workflow_scripts.core.model import check_model_dir
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings
-from workflow_scripts.rollout.backends import make_backend, resolve_backend_kind
+from workflow_scripts.rollout.backends import make_backend
 from workflow_scripts.rollout.chunks import ChunkStore, chunk_dir, chunk_ranges
 from workflow_scripts.rollout.generation import Backend, check_adapter
 from workflow_scripts.rollout.loop import first_turn_outputs, prepare_examples, run_rollout
@@ -51,20 +51,15 @@ log = logging.getLogger("rollout")
 
 def run_backend(run: dict[str, Any], threads: int | None) -> Backend:
     """The generation backend of a resolved run entry (its model and adapter)."""
-    kind = resolve_backend_kind(run["backend"], adapter=run.get("adapter") is not None)
-    # rollout.vllm.dtype is the engine's; the transformers backend keeps its own default (fp32 on a CPU)
-    engine = {"dtype": run["vllm"]["dtype"]} if kind == "vllm" else {}
     backend = make_backend(
-        kind,
+        run["backend"],
         run["model"],
         adapter_path=run.get("adapter"),
-        batch_size=run["batch_size"],
         threads=threads,
         progress=True,
-        tensor_parallel_size=run["vllm"]["tensor_parallel_size"],
-        gpu_memory_utilization=run["vllm"]["gpu_memory_utilization"],
-        max_model_len=run["vllm"]["max_model_len"],
-        **engine,
+        # rollout.vllm (dtype included) is the engine's; the transformers backend keeps its own dtype default
+        transformers={"batch_size": run["batch_size"]},
+        vllm=run["vllm"],
     )
     log.info("backend %s, model %s, adapter %s", backend.name, run["model"], run.get("adapter"))
     return backend

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,24 +34,26 @@ def resolve_backend_kind(kind: str, *, adapter: bool = False) -> str:
     return "vllm" if torch.cuda.is_available() or (kind == "prefer_vllm" and not adapter) else "transformers"
 
 
-def make_backend(kind: BackendKind | str, model_path: Path | str, **kw: Any) -> Backend:
-    """Return the generation backend `kind` for the model at `model_path`.
+def make_backend(
+    kind: BackendKind | str,
+    model_path: Path | str,
+    *,
+    adapter_path: Path | str | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+    transformers: Mapping[str, Any] | None = None,
+    vllm: Mapping[str, Any] | None = None,
+) -> Backend:
+    """Return the generation backend `kind` for the model at `model_path` (and LoRA adapter).
 
-    Keyword arguments go to the backend's constructor. Those that only the other backend takes are
-    dropped, whatever the kind, so one configuration (a run's settings) serves both; names that neither
-    backend takes still raise TypeError.
+    `transformers` and `vllm` hold each backend's own options (e.g. `{"batch_size": 16}` and config.yaml's
+    `rollout.vllm`); only the chosen backend's are used, so one run's settings serve both, and an option the
+    chosen backend does not take is a TypeError naming it.
     """
     check_model_dir(Path(model_path))
-    resolved = resolve_backend_kind(kind, adapter=kw.get("adapter_path") is not None)
+    resolved = resolve_backend_kind(kind, adapter=adapter_path is not None)
+    common = {"adapter_path": adapter_path, "threads": threads, "progress": progress}
     if resolved == "vllm":
         require_vllm()
-    chosen, other = (
-        (VLLMBackend, TransformersBackend) if resolved == "vllm" else (TransformersBackend, VLLMBackend)
-    )
-    own, others = _init_params(chosen), _init_params(other)
-    return chosen(model_path, **{k: v for k, v in kw.items() if k in own or k not in others})
-
-
-def _init_params(cls: type) -> set[str]:
-    """Return the names of the keyword arguments of `cls.__init__`."""
-    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+        return VLLMBackend(model_path, **common, **(vllm or {}))
+    return TransformersBackend(model_path, **common, **(transformers or {}))
