@@ -26,7 +26,8 @@ from workflow_scripts.core.sandbox import Sandbox  # noqa: E402
 from workflow_scripts.core.scoring import MatchSettings  # noqa: E402
 from workflow_scripts.rollout.backends import make_backend  # noqa: E402
 from workflow_scripts.rollout.generation import Backend, SamplingConfig  # noqa: E402
-from workflow_scripts.rollout.loop import PreparedExample, RolloutSettings, prepare_examples, run_rollout  # noqa: E402
+from workflow_scripts.rollout.loop import PreparedExample, prepare_examples, run_rollout  # noqa: E402
+from workflow_scripts.rollout.settings import RolloutSettings  # noqa: E402
 
 
 def measure(

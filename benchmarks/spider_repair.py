@@ -20,7 +20,9 @@ from benchmarks.common import REPO, SPIDER, spider_heldout, tempdir  # noqa: E40
 from workflow_scripts.core.sandbox import Sandbox  # noqa: E402
 from workflow_scripts.core.scoring import MatchSettings  # noqa: E402
 from workflow_scripts.rollout.generation import SamplingConfig, TransformersBackend  # noqa: E402
-from workflow_scripts.rollout.loop import RolloutSettings, prepare_examples, run_rollout, summarize  # noqa: E402
+from workflow_scripts.rollout.loop import prepare_examples, run_rollout  # noqa: E402
+from workflow_scripts.rollout.settings import RolloutSettings  # noqa: E402
+from workflow_scripts.rollout.summary import summarize  # noqa: E402
 
 
 def main() -> None:

@@ -46,7 +46,8 @@ def build_data(workdir: Path, model: Path, rows: int) -> tuple[Path, Path, float
     import pandas as pd
     from transformers import AutoTokenizer
 
-    from workflow_scripts.rollout.loop import RolloutSettings, prepare_examples
+    from workflow_scripts.rollout.loop import prepare_examples
+    from workflow_scripts.rollout.settings import RolloutSettings
 
     data = demo_dev(workdir)
     # Six tables and one example value per column give demo prompts of ~330 tokens (about 290 by default).

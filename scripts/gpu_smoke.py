@@ -116,7 +116,7 @@ def demo_rows(work: Path, n: int) -> tuple[list[list[dict[str, str]]], list[str]
     """Return the first `n` (first-turn prompt, gold SQL) pairs of the demo's `concert_singer` questions."""
     from workflow_scripts.data.demo import build_demo
     from workflow_scripts.data.ingest import read_schema
-    from workflow_scripts.rollout.loop import first_prompt
+    from workflow_scripts.rollout.prompts import first_prompt
     from workflow_scripts.rollout.retrieval import schema_prompt, tables_from_schema
 
     demo = work / "demo"

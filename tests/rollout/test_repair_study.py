@@ -20,14 +20,10 @@ from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings
 from workflow_scripts.rollout.feedback import FEEDBACK_MODES, REPAIR_SCOPES
 from workflow_scripts.rollout.generation import SamplingConfig
-from workflow_scripts.rollout.loop import (
-    RolloutSettings,
-    first_turn_outputs,
-    prepare_examples,
-    run_rollout,
-    summarize,
-)
+from workflow_scripts.rollout.loop import first_turn_outputs, prepare_examples, run_rollout
 from workflow_scripts.rollout.repair_study import CachedBackend, run_study, study_table
+from workflow_scripts.rollout.settings import RolloutSettings
+from workflow_scripts.rollout.summary import summarize
 
 COUNT, PERU, VENUES, OLDEST, JAPAN = (
     "How many singers are there?",

@@ -17,14 +17,9 @@ from tests.conftest import ingest_concert_questions
 from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings
 from workflow_scripts.rollout.generation import Completion, SamplingConfig
-from workflow_scripts.rollout.loop import (
-    RolloutSettings,
-    grpo_groups,
-    prepare_examples,
-    rule_reward,
-    run_rollout,
-    summarize,
-)
+from workflow_scripts.rollout.loop import prepare_examples, rule_reward, run_rollout
+from workflow_scripts.rollout.settings import RolloutSettings
+from workflow_scripts.rollout.summary import grpo_groups, summarize
 
 QUESTIONS = {
     "How many singers are there?": "SELECT count(*) FROM singer",

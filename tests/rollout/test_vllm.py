@@ -20,7 +20,8 @@ from workflow_scripts.cli.rollout import run_backend
 from workflow_scripts.core.scoring import MatchSettings
 from workflow_scripts.rollout.extraction import extract_sql
 from workflow_scripts.rollout.generation import SamplingConfig, TransformersBackend
-from workflow_scripts.rollout.loop import RolloutSettings, prepare_examples
+from workflow_scripts.rollout.loop import prepare_examples
+from workflow_scripts.rollout.settings import RolloutSettings
 from workflow_scripts.rollout.vllm_backend import VLLMBackend
 from workflow_scripts.train.settings import LoraSettings, TrainSettings
 from workflow_scripts.train.sft import train_sft

@@ -14,8 +14,9 @@ from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings
 from workflow_scripts.evaluation.matrix import compare_table, outcomes, paired_voting
 from workflow_scripts.rollout.generation import SamplingConfig
-from workflow_scripts.rollout.loop import prepare_examples, run_rollout, summarize
+from workflow_scripts.rollout.loop import prepare_examples, run_rollout
 from workflow_scripts.rollout.settings import RolloutSettings
+from workflow_scripts.rollout.summary import summarize
 from workflow_scripts.rollout.voting import majority_vote, pass_at_k, result_key
 
 

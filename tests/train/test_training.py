@@ -15,7 +15,7 @@ import pytest
 
 from workflow_scripts.cli import run_cli
 from workflow_scripts.core.errors import UserError
-from workflow_scripts.rollout.loop import first_prompt, repair_prompt
+from workflow_scripts.rollout.prompts import first_prompt, repair_prompt
 from workflow_scripts.train.data import sft_examples
 from workflow_scripts.train.dpo import train_dpo
 from workflow_scripts.train.losses import margin_dpo_loss, offset_reference

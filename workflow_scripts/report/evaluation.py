@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from workflow_scripts.report.html import figure_html, section, table_html
-from workflow_scripts.rollout.loop import final_answers
+from workflow_scripts.rollout.summary import final_answers
 
 BREAKDOWN_NOTES = {
     "difficulty": "the data set's own difficulty labels (BIRD: simple, moderate, challenging)",

@@ -35,13 +35,7 @@ from workflow_scripts.rollout.feedback import (
     repair_signal,
 )
 from workflow_scripts.rollout.generation import Backend, Completion, SamplingConfig
-from workflow_scripts.rollout.prompts import (
-    SYSTEM_PROMPT,
-    Messages,
-    first_prompt,
-    repair_prompt,
-    shown_evidence,
-)
+from workflow_scripts.rollout.prompts import Messages, first_prompt, repair_prompt, shown_evidence
 from workflow_scripts.rollout.retrieval import (
     gold_tables,
     load_tables,
@@ -51,11 +45,7 @@ from workflow_scripts.rollout.retrieval import (
     table_recall,
 )
 from workflow_scripts.rollout.settings import RolloutSettings
-from workflow_scripts.rollout.summary import final_answers, grpo_groups, summarize
 from workflow_scripts.rollout.voting import choose_answers, generate_with_greedy, voting_first_turn
-
-# re-exported from `prompts` and `summary`
-__all__ = ["SYSTEM_PROMPT", "final_answers", "first_prompt", "grpo_groups", "repair_prompt", "summarize"]
 
 SCHEMA_ERROR_CLASSES = frozenset({"syntax_error", "no_such_table", "no_such_column", "ambiguous_column"})
 

@@ -19,13 +19,9 @@ from workflow_scripts.core.sandbox import Sandbox
 from workflow_scripts.core.scoring import MatchSettings
 from workflow_scripts.rollout.feedback import canonical_mode
 from workflow_scripts.rollout.generation import Backend, Completion, SamplingConfig
-from workflow_scripts.rollout.loop import (
-    Messages,
-    PreparedExample,
-    RolloutSettings,
-    final_answers,
-    run_rollout,
-)
+from workflow_scripts.rollout.loop import Messages, PreparedExample, run_rollout
+from workflow_scripts.rollout.settings import RolloutSettings
+from workflow_scripts.rollout.summary import final_answers
 
 STUDY_COLUMNS = [
     "feedback_mode", "repair_scope", "examples", "first-turn EX", "final EX", "EX gain", "repairs",

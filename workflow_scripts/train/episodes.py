@@ -23,8 +23,9 @@ from workflow_scripts.rollout.generation import (
     TransformersBackend,
     encode_prompt,
 )
-from workflow_scripts.rollout.loop import PreparedExample, final_answers, run_rollout
+from workflow_scripts.rollout.loop import PreparedExample, run_rollout
 from workflow_scripts.rollout.settings import RolloutSettings
+from workflow_scripts.rollout.summary import final_answers
 from workflow_scripts.train.rewards import episode_reward
 from workflow_scripts.train.settings import GRPOSettings
 
@@ -53,7 +54,7 @@ def episode_tokens(
     its first prompt is refused.
     """
     from workflow_scripts.rollout.generation import render_prompt
-    from workflow_scripts.rollout.loop import repair_prompt
+    from workflow_scripts.rollout.prompts import repair_prompt
 
     first = render_prompt(tokenizer, prompt)
     ids: list[int] = []
