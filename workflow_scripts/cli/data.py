@@ -7,6 +7,7 @@ python -m workflow_scripts.cli.data split --input train_spider.json --heldout-db
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from pathlib import Path
@@ -110,7 +111,7 @@ def _excluded(skipped: pd.DataFrame, failed: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).sort_values("position", kind="stable").reset_index(drop=True)
 
 
-def write_split(args) -> dict:
+def write_split(args: argparse.Namespace) -> dict:
     """Write the cross-domain split of `args.input` to `args.out_dir`; return its summary (split.json)."""
     records = read_records(args.input)
     if args.db_root is not None:  # databases missing from db_root would be skipped at ingestion: not drawn
@@ -134,17 +135,34 @@ def write_split(args) -> dict:
     return summary
 
 
+def demo_command(args: argparse.Namespace) -> None:
+    print(json.dumps(build_demo(args.out, args.seed), indent=2))
+
+
+def split_command(args: argparse.Namespace) -> None:
+    print(json.dumps(write_split(args), indent=2))
+
+
+def ingest_command(args: argparse.Namespace) -> None:
+    spec = DatasetSpec.from_config(args.name, json_argument(args.dataset, "--dataset"))
+    sandbox_cfg, match = execution_settings(args)
+    summary = ingest(spec, args.out_dir, missing_db=args.missing_db, sandbox_cfg=sandbox_cfg, match=match)
+    log.info("summary: %s", json.dumps(summary))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser, commands = command_parser(__doc__)
     demo = commands.add_parser("demo", help="build the embedded demo benchmark")
     demo.add_argument("--out", type=Path, required=True, help="output directory")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.set_defaults(func=demo_command)
     one = commands.add_parser("ingest", help="ingest one data set")
     one.add_argument("--name", required=True, help="data set name")
     one.add_argument("--dataset", required=True, help="the data set's config entry as JSON")
     one.add_argument("--missing-db", choices=["error", "skip"], default="error")
     add_execution_argument(one)
     one.add_argument("--out-dir", type=Path, required=True)
+    one.set_defaults(func=ingest_command)
     split = commands.add_parser("split", help="hold out whole databases of a data set (cross-domain split)")
     split.add_argument(
         "--input", type=Path, required=True, help="JSON or JSONL data set (e.g. train_spider.json)"
@@ -156,18 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     split.add_argument(
         "--out-dir", type=Path, required=True, help="writes train.json, heldout.json, split.json"
     )
+    split.set_defaults(func=split_command)
     args = parser.parse_args(argv)
     setup_logging()
-    if args.command == "demo":
-        print(json.dumps(build_demo(args.out, args.seed), indent=2))
-        return
-    if args.command == "split":
-        print(json.dumps(write_split(args), indent=2))
-        return
-    spec = DatasetSpec.from_config(args.name, json_argument(args.dataset, "--dataset"))
-    sandbox_cfg, match = execution_settings(args)
-    summary = ingest(spec, args.out_dir, missing_db=args.missing_db, sandbox_cfg=sandbox_cfg, match=match)
-    log.info("summary: %s", json.dumps(summary))
+    args.func(args)
 
 
 if __name__ == "__main__":

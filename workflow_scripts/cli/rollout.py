@@ -288,6 +288,35 @@ def recall(args: argparse.Namespace) -> None:
     print(table.groupby("mode")[["recall", "selected"]].mean().round(3).to_string())
 
 
+def shard_command(args: argparse.Namespace) -> None:
+    """Roll out one shard of a run and write it; its chunks go once it is complete."""
+    run = json_argument(args.settings, "--settings")
+    check_inputs(run, args.data_dir, "examples", "gold", "schema")
+    sandbox_cfg, match = execution_settings(args)
+    check_ingested(args.data_dir, match)
+    trajectories = run_shard(run, args.data_dir, args.shard, sandbox_cfg, match, args.threads, out=args.out)
+    provenance = {"run": args.run, "shard": args.shard, "settings": run, "matching": match.to_config()}
+    write_parquet(trajectories, args.out, provenance)
+    ChunkStore.drop_dir(chunk_dir(args.out))  # the shard is complete: its chunks are not needed
+
+
+def gather_command(args: argparse.Namespace) -> None:
+    summary = gather(args.run, json_argument(args.settings, "--settings"), args.shards, args.out_dir)
+    log.info("summary: %s", json.dumps(summary))
+
+
+def study_command(args: argparse.Namespace) -> None:
+    run = json_argument(args.settings, "--settings")
+    check_inputs(run, args.data_dir, "examples", "gold", "schema")
+    sandbox_cfg, match = execution_settings(args)
+    check_ingested(args.data_dir, match)
+    study_cfg = json_argument(args.study, "--study")
+    table = study(
+        run, study_cfg, args.data_dir, args.first_turn, sandbox_cfg, match, args.threads, args.out_dir
+    )
+    log.info("repair study:\n%s", table.to_string(index=False))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser, sub = command_parser(__doc__)
     shard = sub.add_parser("shard", help="roll out one shard")
@@ -298,11 +327,13 @@ def main(argv: list[str] | None = None) -> None:
     add_execution_argument(shard)
     shard.add_argument("--threads", type=int)
     shard.add_argument("--out", type=Path, required=True)
+    shard.set_defaults(func=shard_command)
     gathered = sub.add_parser("gather", help="gather a run's shards")
     gathered.add_argument("--run", required=True)
     gathered.add_argument("--settings", required=True)
     gathered.add_argument("--out-dir", type=Path, required=True)
     gathered.add_argument("shards", type=Path, nargs="+")
+    gathered.set_defaults(func=gather_command)
     studied = sub.add_parser("study", help="repair the turn-1 answers of a run under every mode and scope")
     studied.add_argument("--settings", required=True, help="the resolved run the first turn comes from")
     studied.add_argument("--study", required=True, help="the `repair_study` config section as JSON")
@@ -311,6 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     add_execution_argument(studied)
     studied.add_argument("--threads", type=int)
     studied.add_argument("--out-dir", type=Path, required=True)
+    studied.set_defaults(func=study_command)
     recalled = sub.add_parser("recall", help="gold-table recall of every schema retrieval mode on a data set")
     recalled.add_argument("--data-dir", type=Path, required=True, help="ingested data set directory")
     recalled.add_argument("--top-k", type=int, required=True)
@@ -320,41 +352,10 @@ def main(argv: list[str] | None = None) -> None:
         "--evidence", type=_evidence, default="auto", help="prompt.evidence: auto | true | false"
     )
     recalled.add_argument("--out", type=Path, required=True)
+    recalled.set_defaults(func=recall)
     args = parser.parse_args(argv)
     setup_logging()
-
-    if args.command == "recall":
-        recall(args)
-        return
-    run = json_argument(args.settings, "--settings")
-    if args.command == "shard":
-        check_inputs(run, args.data_dir, "examples", "gold", "schema")
-        sandbox_cfg, match = execution_settings(args)
-        check_ingested(args.data_dir, match)
-        trajectories = run_shard(
-            run, args.data_dir, args.shard, sandbox_cfg, match, args.threads, out=args.out
-        )
-        provenance = {"run": args.run, "shard": args.shard, "settings": run, "matching": match.to_config()}
-        write_parquet(trajectories, args.out, provenance)
-        ChunkStore.drop_dir(chunk_dir(args.out))  # the shard is complete: its chunks are not needed
-    elif args.command == "gather":
-        summary = gather(args.run, run, args.shards, args.out_dir)
-        log.info("summary: %s", json.dumps(summary))
-    else:
-        check_inputs(run, args.data_dir, "examples", "gold", "schema")
-        sandbox_cfg, match = execution_settings(args)
-        check_ingested(args.data_dir, match)
-        table = study(
-            run,
-            json_argument(args.study, "--study"),
-            args.data_dir,
-            args.first_turn,
-            sandbox_cfg,
-            match,
-            args.threads,
-            args.out_dir,
-        )
-        log.info("repair study:\n%s", table.to_string(index=False))
+    args.func(args)
 
 
 if __name__ == "__main__":
