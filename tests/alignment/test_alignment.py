@@ -508,3 +508,30 @@ def test_train_stage_takes_either_sft_data_or_trajectories(tmp_path: Path):
                     "--out", str(tmp_path / "out")])  # fmt: skip
     with pytest.raises(UserError, match="needs --data-dir and --trajectories"):
         train.main(["sft", "--model", str(tmp_path), "--out", str(tmp_path / "out")])
+
+
+def test_training_sets_are_named_by_what_each_variant_learnt_from():
+    from workflow_scripts.alignment.analysis import training_sets
+
+    sft, chosen, rejected = ["SELECT 1"], ["SELECT 2"], ["SELECT 3"]
+    sets = training_sets(
+        sft,
+        chosen,
+        rejected,
+        with_sft_dpo=True,
+        rewarded={"grpo": ["SELECT 4"], "sft_grpo": ["SELECT 5"]},
+        subsets={"aligned": ["SELECT 6"]},
+    )
+    assert sets == {
+        "sft_data": sft,
+        "dpo_chosen": chosen,
+        "dpo_rejected": rejected,
+        "synth20": chosen + rejected,
+        "sft+dpo_chosen": sft + chosen,
+        "grpo_rewarded": ["SELECT 4"],
+        "sft+sft_grpo_rewarded": sft + ["SELECT 5"],  # SFT->GRPO learnt the SFT data, then its rewards
+        "sft_aligned": ["SELECT 6"],
+    }
+    assert "sft+dpo_chosen" not in training_sets(
+        sft, chosen, rejected, with_sft_dpo=False, rewarded={}, subsets={}
+    )

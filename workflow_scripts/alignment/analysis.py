@@ -29,6 +29,38 @@ def completion_sql(data: pd.DataFrame) -> list[str]:
     return [str(list(c)[-1]["content"]) for c in data["completion"]]
 
 
+def training_sets(
+    sft: list[str],
+    chosen: list[str],
+    rejected: list[str],
+    *,
+    with_sft_dpo: bool,
+    rewarded: Mapping[str, list[str]],
+    subsets: Mapping[str, list[str]],
+) -> dict[str, list[str | None]]:
+    """The SQL of every training set the workflow makes, by the name the analysis reports it under.
+
+    `rewarded` holds each GRPO variant's rewarded answers (an `sft_` variant learnt the SFT data first),
+    `subsets` the alignment-aware selection's SFT subsets.
+    """
+    sets: dict[str, list[str | None]] = {
+        "sft_data": list(sft),
+        "dpo_chosen": list(chosen),
+        "dpo_rejected": list(rejected),
+        "synth20": [*chosen, *rejected],
+    }
+    if with_sft_dpo:
+        sets["sft+dpo_chosen"] = [*sft, *chosen]
+    for variant, sql in rewarded.items():
+        if variant.startswith("sft_"):
+            sets[f"sft+{variant}_rewarded"] = [*sft, *sql]
+        else:
+            sets[f"{variant}_rewarded"] = list(sql)
+    for name, sql in subsets.items():
+        sets[f"sft_{name}"] = list(sql)
+    return sets
+
+
 def first_turn_sql(trajectories: pd.DataFrame) -> list[str | None]:
     """A rollout's one-shot predictions: the SQL of sample 0 at turn 1, one per example."""
     first = trajectories[(trajectories["turn"] == 1) & (trajectories["sample"] == 0)]

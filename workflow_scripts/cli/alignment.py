@@ -45,6 +45,7 @@ from workflow_scripts.alignment.analysis import (
     completion_sql,
     correlation,
     first_turn_sql,
+    training_sets,
     variant_rows,
 )
 from workflow_scripts.cli import (
@@ -135,33 +136,28 @@ def select(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------- analyze
 
 
-def training_sets(args: argparse.Namespace, variants: Sequence[str]) -> dict[str, list[str | None]]:
-    """The SQL of every training set the workflow makes."""
-    sft = completion_sql(sft_data(args))
+def read_training_sets(args: argparse.Namespace, variants: Sequence[str]) -> dict[str, list[str | None]]:
+    """The SQL of every training set the workflow makes, read from the files the rules pass."""
     pairs = read_parquet(args.pairs, "merged pairs")
-    chosen = [str(s) for s in pairs["chosen"]]
-    rejected = [str(s) for s in pairs["rejected"]]
-    sets: dict[str, list[str | None]] = {
-        "sft_data": list(sft),
-        "dpo_chosen": chosen,
-        "dpo_rejected": rejected,
-        "synth20": chosen + rejected,
-    }
-    if "sft_dpo" in variants:
-        sets["sft+dpo_chosen"] = sft + chosen
+    rewarded = {}
     for item in args.rewarded:
         variant, _, path = item.partition("=")
-        rewarded = [str(s) for s in read_parquet(Path(path), f"{variant} rewarded SQL")["sql"]]
-        if variant.startswith("sft_"):  # SFT→GRPO learnt from the SFT data, then from its rewarded answers
-            sets[f"sft+{variant}_rewarded"] = sft + rewarded
-        else:
-            sets[f"{variant}_rewarded"] = rewarded
+        rewarded[variant] = [str(s) for s in read_parquet(Path(path), f"{variant} rewarded SQL")["sql"]]
+    subsets = {}
     if args.selection_dir is not None:
         made = json.loads((args.selection_dir / "selection.json").read_text()).get("subsets", DEFAULT_SUBSETS)
         for name in made:
-            subset = read_parquet(args.selection_dir / f"{name}.parquet", f"{name} selection")
-            sets[f"sft_{name}"] = list(completion_sql(subset))
-    return sets
+            subsets[name] = completion_sql(
+                read_parquet(args.selection_dir / f"{name}.parquet", f"{name} selection")
+            )
+    return training_sets(
+        completion_sql(sft_data(args)),
+        [str(s) for s in pairs["chosen"]],
+        [str(s) for s in pairs["rejected"]],
+        with_sft_dpo="sft_dpo" in variants,
+        rewarded=rewarded,
+        subsets=subsets,
+    )
 
 
 def analyze(args: argparse.Namespace) -> None:
@@ -180,7 +176,8 @@ def analyze(args: argparse.Namespace) -> None:
         raise UserError("analyze needs --variant base=DIR (AR is measured against the base predictions).")
     trajectories = {n: read_parquet(d / "trajectories.parquet", f"{n} trajectories") for n, d in runs.items()}
     train = {
-        name: cache.distribution(al.templates(sql)) for name, sql in training_sets(args, list(runs)).items()
+        name: cache.distribution(al.templates(sql))
+        for name, sql in read_training_sets(args, list(runs)).items()
     }
     preds = {
         f"pred_{n}": cache.distribution(al.templates(first_turn_sql(t))) for n, t in trajectories.items()
