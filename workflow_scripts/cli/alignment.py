@@ -112,7 +112,7 @@ def select(args: argparse.Namespace) -> None:
         "random": lambda: al.random_select(len(data), size, sel["seed"]),
         "misaligned": lambda: al.greedy_select(target, candidates, size, cfg["alpha"], misaligned=True),
     }
-    picks = {name: pickers[name]() for name in sel["subsets"]}
+    picks = {name: pickers[name]() for name in sel.get("subsets", DEFAULT_SUBSETS)}
     report: dict[str, Any] = {
         "pool": len(data),
         "size": size,
