@@ -109,3 +109,15 @@ def test_gpu_config_file_is_valid_on_top_of_the_default():
     update(config, yaml.safe_load((REPO / "config" / "qwen2.5-coder-3b.yaml").read_text()))
     validate(config, str(SCHEMA))
     assert config["rollout"]["backend"] == "vllm" and config["training"]["sft"]["precision"] == "bf16"
+
+
+def test_a_run_takes_the_rollout_sections_value_of_a_key_it_does_not_set():
+    """Snakemake's `validate` fills schema defaults into every run entry, where they would override the
+    `rollout` section (a run is `{**rollout, **entry}`): the settings that runs share carry no default."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["rollout"]["chunk_size"] = 8
+    validate(config, str(SCHEMA))
+    entry = config["runs"]["train_mining"]
+    assert {**config["rollout"], **entry}["chunk_size"] == 8
+    shared = yaml.safe_load(SCHEMA.read_text())["$defs"]["rollout_settings"]["properties"]
+    assert not [key for key, spec in shared.items() if "default" in spec]
