@@ -13,7 +13,7 @@ rule score_predictions:
     params:
         ingested=lambda w: data_dir(config["predictions"][w.name]["dataset"]),
         execution=EXECUTION,
-        r_ves=lambda w: config["predictions"][w.name].get("r_ves_repeats", 0),
+        r_ves=lambda w: config["predictions"][w.name]["r_ves_repeats"],
         out_dir=lambda w, output: os.path.dirname(output.summary),
     threads: config["sandbox"]["workers"]
     conda:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -120,16 +121,21 @@ def test_the_check_catches_a_backward_import():
     assert imported_stages(tree) == {("cli", 1), ("core", 2)}
 
 
-# Config keys whose default the schema sets (Snakemake's `validate` fills it in before any rule reads it).
-SCHEMA_DEFAULTED = (
-    "num_samples", "temperature", "answer", "repair_samples", "repair_temperature", "repair_prompt",
-    "evidence", "subsets",
-)  # fmt: skip
+def schema_defaulted(node: object) -> set[str]:
+    """Names of the config keys whose default the schema sets (Snakemake's `validate` fills them in)."""
+    if isinstance(node, list):
+        return set().union(*map(schema_defaulted, node))
+    if not isinstance(node, dict):
+        return set()
+    own = {key for key, spec in node.get("properties", {}).items() if "default" in spec}
+    return own.union(*map(schema_defaulted, node.values()))
 
 
 def test_rules_and_the_config_checks_take_defaults_from_the_schema():
     """A default written again where the config is read could drift from the schema's."""
-    keys = "|".join(SCHEMA_DEFAULTED)
+    keys = "|".join(
+        sorted(schema_defaulted(yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())))
+    )
     fallback = re.compile(rf"""\.get\(\s*["']({keys})["']\s*,""")
     readers = [*sorted((REPO / "rules").glob("*.smk")), PACKAGE / "core" / "config.py"]
     found = [
