@@ -288,12 +288,18 @@ def recall(args: argparse.Namespace) -> None:
     print(table.groupby("mode")[["recall", "selected"]].mean().round(3).to_string())
 
 
-def shard_command(args: argparse.Namespace) -> None:
-    """Roll out one shard of a run and write it; its chunks go once it is complete."""
+def checked_run(args: argparse.Namespace) -> tuple[dict[str, Any], dict, MatchSettings]:
+    """The run of `--settings` and the execution settings, once its model, adapter and data are checked."""
     run = json_argument(args.settings, "--settings")
     check_inputs(run, args.data_dir, "examples", "gold", "schema")
     sandbox_cfg, match = execution_settings(args)
     check_ingested(args.data_dir, match)
+    return run, sandbox_cfg, match
+
+
+def shard_command(args: argparse.Namespace) -> None:
+    """Roll out one shard of a run and write it; its chunks go once it is complete."""
+    run, sandbox_cfg, match = checked_run(args)
     trajectories = run_shard(run, args.data_dir, args.shard, sandbox_cfg, match, args.threads, out=args.out)
     provenance = {"run": args.run, "shard": args.shard, "settings": run, "matching": match.to_config()}
     write_parquet(trajectories, args.out, provenance)
@@ -306,10 +312,7 @@ def gather_command(args: argparse.Namespace) -> None:
 
 
 def study_command(args: argparse.Namespace) -> None:
-    run = json_argument(args.settings, "--settings")
-    check_inputs(run, args.data_dir, "examples", "gold", "schema")
-    sandbox_cfg, match = execution_settings(args)
-    check_ingested(args.data_dir, match)
+    run, sandbox_cfg, match = checked_run(args)
     study_cfg = json_argument(args.study, "--study")
     table = study(
         run, study_cfg, args.data_dir, args.first_turn, sandbox_cfg, match, args.threads, args.out_dir

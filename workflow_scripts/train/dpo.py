@@ -142,26 +142,21 @@ def _dpo_trainer(
         precompute_ref_batch_size=2 * settings.per_device_batch_size,
         dataset_num_proc=None,
     )
+    trainer_class, extra = (
+        (margin_trainer_class(), {"margin_scale": settings.margin_scale})
+        if settings.margin_aware
+        else (DPOTrainer, {})
+    )
     start = time.perf_counter()
-    if settings.margin_aware:
-        trainer = margin_trainer_class()(
-            model=model,
-            ref_model=None,
-            args=config,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            margin_scale=settings.margin_scale,
-        )
-    else:
-        trainer = DPOTrainer(
-            model=model,
-            ref_model=None,
-            args=config,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
+    trainer = trainer_class(
+        model=model,
+        ref_model=None,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        **extra,
+    )
     setup_seconds = time.perf_counter() - start
     if len(trainer.train_dataset) == 0:
         raise UserError(
