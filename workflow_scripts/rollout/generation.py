@@ -247,7 +247,7 @@ class TransformersBackend:
 
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
         if adapter_path is not None:
-            model = _merge_adapter(model, Path(adapter_path))
+            model = merge_adapter(model, Path(adapter_path))
         self._use(model.to(self.device).eval(), AutoTokenizer.from_pretrained(model_path))
 
     @classmethod
@@ -401,7 +401,7 @@ def _resolve_dtype(dtype: str, device: Any) -> Any:
     return resolved
 
 
-def _merge_adapter(model: Any, adapter_path: Path) -> Any:
+def merge_adapter(model: Any, adapter_path: Path) -> Any:
     """Return `model` with the PEFT adapter at `adapter_path` merged into its weights."""
     from peft import PeftModel
 

@@ -108,7 +108,8 @@ class RolloutSettings:
             repair_samples=run["repair_samples"],
             repair_temperature=run["repair_temperature"],
             repair_prompt=run["repair_prompt"],
-            evidence=run.get("evidence", "auto"),
+            evidence=run["evidence"],
+            # only the evaluation's runs choose an answer; in every other run each sample is a trajectory
             answer=run.get("answer", "all"),
             sampling=SamplingConfig(
                 num_samples=run["num_samples"],
