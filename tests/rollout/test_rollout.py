@@ -182,6 +182,20 @@ def test_a_refocused_repair_asks_the_question_anew_over_the_tables_that_own_the_
         RolloutSettings(repair_prompt="fresh")
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "choices"),
+    [
+        ("schema_mode", "bm42", "full, retrieved, bm25, bm25_fk"),
+        ("feedback_detail", "verbose", "basic, column, minimal"),
+        ("repair_scope", "always", "verified, online, online_guarded"),
+        ("answer", "best", "all, greedy, maj"),
+    ],
+)
+def test_each_enum_setting_is_checked_against_its_type(key: str, value: str, choices: str):
+    with pytest.raises(ValueError, match=f"{key} must be one of {choices}, not '{value}'"):
+        RolloutSettings(**{key: value})
+
+
 class RecordingBackend(ScriptedBackend):
     """A scripted backend that also records the sampling settings of each call."""
 

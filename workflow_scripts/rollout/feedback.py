@@ -26,7 +26,7 @@ import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import sqlglot
 from sqlglot import exp
@@ -38,10 +38,10 @@ from workflow_scripts.core.schema import Table
 FeedbackMode = Literal["error_only", "online_visible", "result_status", "oracle_rows"]
 FeedbackDetail = Literal["basic", "column", "minimal"]
 RepairScope = Literal["verified", "online", "online_guarded"]
-FEEDBACK_MODES: tuple[str, ...] = ("error_only", "online_visible", "result_status", "oracle_rows")
+FEEDBACK_MODES: tuple[str, ...] = get_args(FeedbackMode)
 FEEDBACK_MODE_ALIASES: dict[str, str] = {"execution": "online_visible"}
-FEEDBACK_DETAILS: tuple[str, ...] = ("basic", "column", "minimal")
-REPAIR_SCOPES: tuple[str, ...] = ("verified", "online", "online_guarded")
+FEEDBACK_DETAILS: tuple[str, ...] = get_args(FeedbackDetail)
+REPAIR_SCOPES: tuple[str, ...] = get_args(RepairScope)
 
 SCHEMA_ERRORS = frozenset({"no_such_column", "no_such_table", "ambiguous_column"})
 MINIMAL_HINT = (

@@ -16,7 +16,7 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import pandas as pd
 import sqlglot
@@ -28,7 +28,7 @@ from workflow_scripts.core.schema import Column, Table, tables_from_schema
 from workflow_scripts.rollout.prompts import shown_evidence
 
 Mode = Literal["full", "retrieved", "bm25", "bm25_fk"]
-MODES: tuple[str, ...] = ("full", "retrieved", "bm25", "bm25_fk")
+MODES: tuple[str, ...] = get_args(Mode)
 
 MAX_VALUE_CHARS = 40
 VALUE_SCAN_ROWS = 5000

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 from workflow_scripts.core.errors import UserError
-from workflow_scripts.rollout.feedback import FEEDBACK_DETAILS, REPAIR_SCOPES, FeedbackDetail, canonical_mode
+from workflow_scripts.rollout.feedback import FeedbackDetail, FeedbackMode, RepairScope, canonical_mode
 from workflow_scripts.rollout.generation import SamplingConfig
+from workflow_scripts.rollout.retrieval import Mode
 
-ANSWERS = ("all", "greedy", "maj")
-REPAIR_PROMPTS = ("conversation", "refocus")
+Answer = Literal["all", "greedy", "maj"]
+RepairPrompt = Literal["conversation", "refocus"]
 
 # Which keys of a resolved run entry each consumer reads, so that each rule's params hold exactly those
 # (rules/common.smk): an edit then reruns only the jobs whose output it can change.
@@ -31,21 +32,21 @@ STUDY_UNUSED_KEYS = ("repair_samples", "repair_temperature", "max_turns", "limit
 class RolloutSettings:
     """One rollout run's settings (see `runs` and `rollout` in config.yaml)."""
 
-    schema_mode: str = "bm25_fk"
+    schema_mode: Mode = "bm25_fk"
     top_k_tables: int = 4
     fk_hops: int = 1
     cell_values: int = 0
     max_turns: int = 1
-    feedback_mode: str = "online_visible"
+    feedback_mode: FeedbackMode = "online_visible"
     feedback_detail: FeedbackDetail = "column"
-    repair_scope: str = "online_guarded"
+    repair_scope: RepairScope = "online_guarded"
     repair_samples: int = 1
     # temperature of the repair turns (None: the first turn's); with repair_samples > 1 and a temperature > 0
     # the repair candidates differ, and the trajectory goes on from the first one its verifier accepts
     repair_temperature: float | None = None
     # the repair prompt: "conversation" (first prompt, failed SQL, feedback) or "refocus" (a column read from
     # the wrong table: the question anew over the tables that own it; `loop._repair_prompt`)
-    repair_prompt: str = "conversation"
+    repair_prompt: RepairPrompt = "conversation"
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     # `prompt.evidence`: show an example's evidence (BIRD's external knowledge) in its prompt: "auto" (when
     # the example has one: BIRD-style data), True (same; the key says it is wanted) or False (never).
@@ -54,29 +55,25 @@ class RolloutSettings:
     # own trajectory: mining), "greedy" or "maj" (maj@k: the majority vote over the executed results of
     # the samples). With num_samples > 1 and temperature > 0, "greedy" and "maj" generate one greedy
     # candidate (sample 0) plus num_samples sampled ones (samples 1..k); only the answer is repaired.
-    answer: str = "all"
+    answer: Answer = "all"
 
     def __post_init__(self) -> None:
-        if self.answer not in ANSWERS:
-            raise ValueError(f"answer must be one of {', '.join(ANSWERS)}, not {self.answer!r}")
+        object.__setattr__(self, "feedback_mode", canonical_mode(self.feedback_mode))
+        for name, choices in (
+            ("schema_mode", Mode),
+            ("feedback_detail", FeedbackDetail),
+            ("repair_scope", RepairScope),
+            ("repair_prompt", RepairPrompt),
+            ("answer", Answer),
+        ):
+            check_choice(name, getattr(self, name), choices)
+        if self.evidence not in (True, False, "auto"):
+            raise ValueError(f"prompt.evidence must be true, false or auto, not {self.evidence!r}")
         if self.answer == "maj" and (self.sampling.num_samples < 2 or self.sampling.greedy):
             raise UserError(
                 "maj@k needs several sampled candidates. Fix: set evaluation.num_samples >= 2 and "
                 "evaluation.temperature > 0, or evaluation.answer: greedy."
             )
-        object.__setattr__(self, "feedback_mode", canonical_mode(self.feedback_mode))
-        if self.evidence not in (True, False, "auto"):
-            raise ValueError(f"prompt.evidence must be true, false or auto, not {self.evidence!r}")
-        if self.repair_prompt not in REPAIR_PROMPTS:
-            raise ValueError(
-                f"repair_prompt must be one of {', '.join(REPAIR_PROMPTS)}, not {self.repair_prompt!r}"
-            )
-        if self.feedback_detail not in FEEDBACK_DETAILS:
-            raise ValueError(
-                f"feedback_detail must be one of {', '.join(FEEDBACK_DETAILS)}, not {self.feedback_detail!r}"
-            )
-        if self.repair_scope not in REPAIR_SCOPES:
-            raise ValueError(f"unknown repair scope {self.repair_scope!r}; known: {', '.join(REPAIR_SCOPES)}")
 
     @property
     def repair_sampling(self) -> SamplingConfig:
@@ -120,3 +117,10 @@ class RolloutSettings:
                 stop=tuple(run["stop"]),
             ),
         )
+
+
+def check_choice(name: str, value: Any, choices: Any) -> None:
+    """Raise ValueError unless `value` is one of the `Literal` type `choices`."""
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, not {value!r}")
