@@ -5,6 +5,7 @@ configuration are never reused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -145,3 +146,31 @@ def test_a_killed_shard_resumes_to_the_uninterrupted_trajectories(default_model,
     assert a["example_id"].nunique() == 4 and (a["turn"] == 2).any()  # repairs inside the chunks too
     pd.testing.assert_frame_equal(a, b)
     assert not chunk_dir(resumed).exists()
+
+
+def test_a_terminated_vllm_shard_leaves_no_engine_process_behind(default_model, data_dir, tmp_path):
+    """SIGTERM (Snakemake's Ctrl-C, SLURM's time limit) of a shard whose vLLM engine runs in child processes:
+    the shard ends and so do the engine's processes (before, they kept computing until killed by hand)."""
+    import psutil
+
+    run = run_entry(default_model, backend="vllm", chunk_size=2, limit=8)
+    out = tmp_path / "terminated" / "0.parquet"
+    proc = subprocess.Popen(
+        shard_command(run, data_dir, out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline, engine = time.monotonic() + 300, []
+        while (
+            proc.poll() is None and time.monotonic() < deadline and not list(chunk_dir(out).glob("chunk-*"))
+        ):
+            time.sleep(0.5)  # the engine is up once a chunk is written
+            engine = psutil.Process(proc.pid).children(recursive=True)
+        assert proc.poll() is None and engine, "the shard ended before its engine was up"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(engine, timeout=60)
+        assert not alive, [(p.pid, p.name()) for p in alive]
+    finally:
+        for process in (*engine, proc):
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                process.kill()

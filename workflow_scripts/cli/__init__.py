@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,8 +39,16 @@ def read_parquet(path: Path, what: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def exit_on_sigterm(signum: int, _frame: Any) -> None:
+    """End the process through Python's own exit on SIGTERM (Snakemake stopping a job, SLURM's time limit or
+    requeue), so that engines running in child processes (vLLM's) are shut down rather than orphaned."""
+    raise SystemExit(128 + signum)
+
+
 def run_cli(main: Callable[[], None]) -> None:
     """Run an entry point; a UserError ends it with one line on stderr and exit status 2."""
+    if getattr(main, "__module__", None) == "__main__":
+        signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         main()
     except UserError as err:
