@@ -200,6 +200,7 @@ def test_study_stage_reads_the_first_turn_file_and_writes_its_artifacts(data, tm
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     run = {**config["rollout"], "num_samples": 1, "temperature": 0.0, "model": "unused", "adapter": None}
+    run["evidence"] = config["prompt"]["evidence"]  # as rules/common.smk adds it to every run
     settings = RolloutSettings.from_config(run)
     with Sandbox(workers=1, timeout_s=2.0) as sandbox:
         first = run_rollout(

