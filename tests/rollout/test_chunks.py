@@ -149,9 +149,11 @@ def test_a_killed_shard_resumes_to_the_uninterrupted_trajectories(default_model,
 
 
 def test_a_terminated_vllm_shard_leaves_no_engine_process_behind(default_model, data_dir, tmp_path):
-    """SIGTERM (Snakemake's Ctrl-C, SLURM's time limit) of a shard whose vLLM engine runs in child processes:
-    the shard ends and so do the engine's processes (before, they kept computing until killed by hand)."""
+    """SIGTERM (Snakemake's Ctrl-C, SLURM's time limit) of a vLLM shard: the shard ends and so do its child
+    processes (before, a GPU-style engine process kept computing until killed by hand). On a CPU the engine
+    runs inside the shard's process (its children are the sandbox's workers)."""
     import psutil
+    import torch
 
     run = run_entry(default_model, backend="vllm", chunk_size=2, limit=8)
     out = tmp_path / "terminated" / "0.parquet"
@@ -166,6 +168,9 @@ def test_a_terminated_vllm_shard_leaves_no_engine_process_behind(default_model, 
             time.sleep(0.5)  # the engine is up once a chunk is written
             engine = psutil.Process(proc.pid).children(recursive=True)
         assert proc.poll() is None and engine, "the shard ended before its engine was up"
+        names = [p.name() for p in engine]
+        if not torch.cuda.is_available():
+            assert not [n for n in names if n.startswith("VLLM")], names  # no engine process of its own
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 128 + signal.SIGTERM
         _, alive = psutil.wait_procs(engine, timeout=60)

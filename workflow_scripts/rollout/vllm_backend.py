@@ -126,6 +126,23 @@ def apply_cpu_engine_env(threads: int | None) -> dict[str, str]:
     return {key: os.environ[key] for key in CPU_ENV_KEYS}
 
 
+def run_cpu_engine_in_process() -> bool:
+    """On a machine without CUDA, have vLLM run its engine in this process; return whether it will.
+
+    By default vLLM runs the engine in a spawned process with the model in a third: on 2 cores that cost
+    17 s of each engine start and 5 s of each shutdown (in process: 3 s), a third of a demo evaluation job
+    (benchmarks/README.md). vLLM then seeds this process's global random generators and binds its threads,
+    so only a process that does nothing else with them (a stage command) asks for it. A
+    `VLLM_ENABLE_V1_MULTIPROCESSING` set by the user wins.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    return os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+
+
 def vllm_sampling_kwargs(sampling: SamplingConfig) -> dict[str, Any]:
     """Return the keyword arguments of `vllm.SamplingParams` for `sampling`.
 
