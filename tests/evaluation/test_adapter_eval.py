@@ -23,6 +23,7 @@ from workflow_scripts.rollout.extraction import extract_sql
 from workflow_scripts.rollout.generation import SamplingConfig, TransformersBackend
 from workflow_scripts.rollout.loop import prepare_examples
 from workflow_scripts.rollout.settings import RolloutSettings
+from workflow_scripts.rollout.vllm_backend import VLLMBackend, vllm_available
 from workflow_scripts.train.settings import LoraSettings, TrainSettings
 from workflow_scripts.train.sft import train_sft
 
@@ -77,8 +78,15 @@ def test_the_adapter_changes_greedy_outputs(default_model: Path, adapter: Path, 
     base_sql = [extract_sql(c[0].text) for c in base.generate(prompts, GREEDY)]
     del base
     tuned = run_backend(eval_settings(default_model, adapter), threads=2)
-    # the default config's `auto` on a CPU: transformers with the adapter merged
-    assert isinstance(tuned, TransformersBackend)
+    # the default config's `prefer_vllm`: vLLM, on a CPU with the adapter merged into a copy of the weights
+    # (no LoRA kernels, no LoRARequest); transformers where vLLM is not installed
+    if vllm_available():
+        import torch
+
+        assert isinstance(tuned, VLLMBackend)
+        assert (tuned.lora_request is None) == (not torch.cuda.is_available())
+    else:
+        assert isinstance(tuned, TransformersBackend)
     tuned_sql = [extract_sql(c[0].text) for c in tuned.generate(prompts, GREEDY)]
     differ = sum(a != b for a, b in zip(base_sql, tuned_sql, strict=True))
     assert differ >= len(prompts) // 2, (base_sql, tuned_sql)

